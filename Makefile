@@ -1,0 +1,36 @@
+# provision: make targets. `make` alone lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint bench demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/provision: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+install: $(BIN)/provision ## Create .venv and install provision with its test tools
+
+test: install ## Run the test suite (loopback-only network namespace when possible)
+	@scripts/isolated $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check provision tests scripts
+	$(BIN)/ruff format --check provision tests
+	$(BIN)/mypy
+
+bench: install ## Measure speed targets against the local Azure stack
+	@scripts/isolated $(BIN)/python -m scripts.bench
+
+demo: install ## The whole walkthrough against the local Azure stack
+	@scripts/demo
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

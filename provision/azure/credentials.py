@@ -1,0 +1,39 @@
+"""Where access tokens come from.
+
+Resource Manager and the database admin use azure-identity's DefaultAzureCredential (environment
+service principal, workload identity in CI, managed identity, Azure CLI login), never an interactive
+flow. A token is a secret: it is returned to the caller, never logged."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from provision.errors import CredentialError
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+
+def default_credential(managed_identity_client_id: str | None = None) -> TokenCredential:
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential(
+        exclude_interactive_browser_credential=True,
+        exclude_visual_studio_code_credential=True,
+        exclude_shared_token_cache_credential=True,
+        managed_identity_client_id=managed_identity_client_id,
+    )
+
+
+def token_for(credential: TokenCredential, scope: str, purpose: str) -> str:
+    """An access token for `scope`, or CredentialError saying which sources were tried."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    try:
+        return credential.get_token(scope).token
+    except ClientAuthenticationError as error:
+        raise CredentialError(
+            f"could not get an access token for {purpose} ({scope})",
+            hint="Sign in with `az login`, set AZURE_CLIENT_ID/AZURE_TENANT_ID with a secret or federated token,"
+            " or run on an Azure VM with a managed identity. Run with -vv to see each source's answer.",
+        ) from error

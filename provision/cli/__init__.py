@@ -1,0 +1,147 @@
+"""The command line: parse, call the library, render. Only click and light modules are imported here;
+the Azure SDKs and psycopg load inside the commands, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+
+from provision.cloud import CLOUD_NAMES, get_cloud
+from provision.errors import ExitStatus, InvalidInput, ProvisionError
+from provision.plan import Result
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Settings:
+    """The global options, shared by every command through the click context."""
+
+    subscription: str | None
+    cloud: str
+    arm_endpoint: str | None
+    output: str
+    dry_run: bool
+    verbose: int
+
+    def emit(self, result: Result) -> None:
+        """Print a command's result on stdout (warnings on stderr) and exit with its status."""
+        for warning in result.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        text = result.render(self.output)
+        if text:
+            click.echo(text)
+        sys.exit(int(result.exit_status))
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+class ProvisionGroup(click.Group):
+    """Turns expected failures into one message and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ProvisionError as error:
+            from provision.logs import redact
+
+            click.echo(f"error: {redact(str(error))}", err=True)
+            ctx.exit(int(error.exit_status))
+
+
+@click.group(cls=ProvisionGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--subscription",
+    envvar="AZURE_SUBSCRIPTION_ID",
+    metavar="ID",
+    help="Subscription for Resource Manager calls. [env: AZURE_SUBSCRIPTION_ID]",
+)
+@click.option(
+    "--cloud",
+    envvar="PROVISION_CLOUD",
+    default="AzureCloud",
+    show_default=True,
+    metavar="|".join(CLOUD_NAMES),
+    help="Azure cloud: picks the Resource Manager URL and the database token resource. [env: PROVISION_CLOUD]",
+)
+@click.option(
+    "--arm-endpoint",
+    envvar="PROVISION_ARM_ENDPOINT",
+    metavar="URL",
+    help="Resource Manager URL instead of the cloud's (Azure Stack Hub, the local emulator)."
+    " [env: PROVISION_ARM_ENDPOINT]",
+)
+@click.option(
+    "-o",
+    "--output",
+    envvar="PROVISION_OUTPUT",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Result format on stdout. [env: PROVISION_OUTPUT]",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show every write (Resource Manager request, exact SQL) and make none. Exit 3 if something would change.",
+)
+@click.option("-v", "--verbose", count=True, help="Log progress on stderr (-vv: also HTTP); secrets are redacted.")
+@click.version_option(package_name="provision")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    subscription: str | None,
+    cloud: str,
+    arm_endpoint: str | None,
+    output: str,
+    dry_run: bool,
+    verbose: int,
+) -> None:
+    """Connect with a managed identity to Azure Database for PostgreSQL.
+
+    \b
+    provision identity create -g RG -n NAME --vm VM   user-assigned identity, attached to a VM
+    provision role create --host H --admin-user A --name ROLE --client-id ID
+                                                      its role in PostgreSQL
+    provision check --host H --user ROLE --client-id ID
+                                                      on the VM: log in with a token
+    provision emulator start                          the local Azure stack, for offline runs
+
+    Exit status: 0 success, 1 the operation failed, 2 bad input (nothing changed),
+    3 --dry-run found pending changes.
+    """
+    from provision import logs, validate
+
+    logs.configure(verbose)
+    try:
+        get_cloud(cloud)
+        if subscription is not None:
+            subscription = validate.guid(subscription, "--subscription")
+        if arm_endpoint is not None and not arm_endpoint.lower().startswith(("https://", "http://")):
+            raise InvalidInput(f"--arm-endpoint {arm_endpoint!r}: expected an https:// URL")
+    except InvalidInput as error:
+        click.echo(f"error: {error}", err=True)
+        ctx.exit(int(ExitStatus.BAD_INPUT))
+    ctx.obj = Settings(subscription, get_cloud(cloud).name, arm_endpoint, output, dry_run, verbose)
+
+
+def main() -> None:
+    cli(prog_name="provision")
+
+
+def _register() -> None:
+    from provision.cli.emulator import emulator
+    from provision.cli.identity import identity
+    from provision.cli.role import role
+    from provision.cli.vm import check, psql, token
+
+    for command in (identity, role, token, check, psql, emulator):
+        cli.add_command(command)
+
+
+_register()

@@ -1,0 +1,1 @@
+"""The PostgreSQL side. Only this package imports psycopg, always inside functions."""

@@ -1,0 +1,27 @@
+"""The emulated world's fixed facts: one tenant, one subscription, the VM the tool runs on, and the
+operator identity (the VM's system-assigned identity), which may call Resource Manager and is the
+Entra admin of the emulated database servers."""
+
+from __future__ import annotations
+
+TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+SUBSCRIPTION_ID = "00000000-1111-2222-3333-444444444444"
+LOCATION = "westeurope"
+RESOURCE_GROUP = "myResourceGroup"
+VM_NAME = "myVM"
+VMSS_NAME = "myScaleSet"
+
+# The system-assigned identity of myVM: the operator who runs the tool.
+OPERATOR_CLIENT_ID = "5c3a7f0e-2b8d-4e61-9a1f-0d4c6e8b2a17"
+OPERATOR_PRINCIPAL_ID = "9e1b4d27-6c3f-4a85-b0d2-7f5e1c9a3b64"
+
+# A user-assigned identity that myVM already has before the walkthrough starts.
+EXISTING_IDENTITY_NAME = "existingIdentity"
+
+SINGLE_SERVER = "demo-single"
+FLEXIBLE_SERVER = "demo-flex"
+DATABASE_ADMIN = "aadadmin"
+
+ARM_AUDIENCE = "https://management.azure.com/"
+DATABASE_AUDIENCE = "https://ossrdbms-aad.database.windows.net"
+ISSUER = f"https://sts.windows.net/{TENANT_ID}/"

@@ -1,0 +1,166 @@
+"""Input validation, run before anything touches Azure or the database.
+
+Each validator returns the value it accepts (normalised where that is safe) or raises InvalidInput
+with a one-line message that names the option and the bad value.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from provision.errors import InvalidInput
+
+_IDENTITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,127}")
+# Resource group: 1-90 of letters, digits, '_', '(', ')', '-', '.', not ending in '.'.
+_RESOURCE_GROUP = re.compile(r"[A-Za-z0-9_().-]{0,89}[A-Za-z0-9_()-]")
+# VM and scale set: 1-64 of letters, digits, '-', '_', '.'; no leading '_' or '-', no trailing '.' or '-'.
+_MACHINE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?")
+_TAG_KEY_FORBIDDEN = set("<>%&\\?/")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_IDENTITY_ID = re.compile(
+    r"/subscriptions/(?P<subscription>[^/]+)/resourcegroups/(?P<group>[^/]+)"
+    r"/providers/microsoft\.managedidentity/userassignedidentities/(?P<name>[^/]+)",
+    re.IGNORECASE,
+)
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _show(value: str) -> str:
+    return repr(value) if len(value) <= 80 else repr(value[:77] + "...")
+
+
+def identity_name(value: str, option: str = "--name") -> str:
+    if not _IDENTITY_NAME.fullmatch(value):
+        raise InvalidInput(
+            f"{option} {_show(value)}: an identity name has 3-128 characters, letters, digits, '-' and '_',"
+            " and starts with a letter or digit"
+        )
+    return value
+
+
+def resource_group(value: str, option: str = "--resource-group") -> str:
+    if not _RESOURCE_GROUP.fullmatch(value):
+        raise InvalidInput(
+            f"{option} {_show(value)}: a resource group name has 1-90 characters, letters, digits, '_', '-',"
+            " '.', '(' and ')', and does not end in '.'"
+        )
+    return value
+
+
+def machine_name(value: str, option: str = "--vm") -> str:
+    if not _MACHINE_NAME.fullmatch(value):
+        raise InvalidInput(
+            f"{option} {_show(value)}: a VM or scale set name has 1-64 characters, letters, digits, '-', '_'"
+            " and '.', starts with a letter or digit and does not end in '.' or '-'"
+        )
+    return value
+
+
+def guid(value: str, option: str) -> str:
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or len(value) != 36:
+        raise InvalidInput(f"{option} {_show(value)}: expected a GUID like 00000000-0000-0000-0000-000000000000")
+    return str(parsed)
+
+
+def location(value: str, option: str = "--location") -> str:
+    if not re.fullmatch(r"[A-Za-z0-9 ]{1,64}", value):
+        raise InvalidInput(f"{option} {_show(value)}: expected an Azure region such as westeurope")
+    return value.replace(" ", "").lower()
+
+
+def tag(value: str, option: str = "--tag") -> tuple[str, str]:
+    key, sep, tag_value = value.partition("=")
+    if not sep or not key or len(key) > 512 or len(tag_value) > 256 or _TAG_KEY_FORBIDDEN & set(key):
+        raise InvalidInput(
+            f"{option} {_show(value)}: expected KEY=VALUE (key 1-512 characters without <>%&\\?/, value up to 256)"
+        )
+    return key, tag_value
+
+
+@dataclass(frozen=True)
+class IdentityId:
+    """The parts of a user-assigned identity's resource id."""
+
+    subscription: str
+    resource_group: str
+    name: str
+
+    def __str__(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{self.name}"
+        )
+
+
+def identity_id(value: str, option: str = "--identity-id", subscription: str | None = None) -> IdentityId:
+    match = _IDENTITY_ID.fullmatch(value.rstrip("/"))
+    if not match:
+        raise InvalidInput(
+            f"{option} {_show(value)}: expected /subscriptions/<id>/resourceGroups/<group>"
+            "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>"
+        )
+    parsed = IdentityId(
+        guid(match["subscription"], f"{option} subscription"),
+        resource_group(match["group"], f"{option} resource group"),
+        identity_name(match["name"], f"{option} name"),
+    )
+    if subscription is not None and parsed.subscription != subscription:
+        raise InvalidInput(
+            f"{option} {_show(value)}: belongs to subscription {parsed.subscription}, not {subscription}"
+        )
+    return parsed
+
+
+def same_resource_id(a: str, b: str) -> bool:
+    """Resource Manager ids compare case-insensitively (Azure answers 'resourcegroups' in lower case)."""
+    return a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+def role_name(value: str, option: str = "--name") -> str:
+    if not value:
+        raise InvalidInput(f"{option}: a role name cannot be empty")
+    if "\x00" in value:
+        raise InvalidInput(f"{option} {_show(value)}: a role name cannot contain NUL")
+    if len(value.encode()) > 63:
+        raise InvalidInput(f"{option} {_show(value)}: a role name has at most 63 bytes (PostgreSQL truncates longer ones)")
+    return value
+
+
+def host(value: str, option: str = "--host") -> str:
+    if not value or not (_HOSTNAME.fullmatch(value) or _is_ip(value) or value.startswith("/")):
+        raise InvalidInput(f"{option} {_show(value)}: expected a host name, an IP address or a socket directory")
+    return value
+
+
+def _is_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def port(value: int | str, option: str = "--port") -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if not 1 <= number <= 65535:
+        raise InvalidInput(f"{option} {_show(str(value))}: expected a port number from 1 to 65535")
+    return number
+
+
+def sslmode(value: str, option: str = "--sslmode") -> str:
+    if value not in SSLMODES:
+        raise InvalidInput(f"{option} {_show(value)}: expected one of {', '.join(SSLMODES)}")
+    return value

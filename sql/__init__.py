@@ -1,0 +1,1 @@
+"""SQL statements the tool runs, one file per statement family."""
