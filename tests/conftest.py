@@ -35,3 +35,7 @@ _scrub_environment()
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+
+# Fixtures for the local Azure stack (a session-wide emulator process) live in their own module.
+pytest_plugins = ["emulator_fixtures"]

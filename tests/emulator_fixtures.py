@@ -1,0 +1,1 @@
+"""Fixtures that start the local Azure stack (being built)."""
