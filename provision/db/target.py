@@ -27,7 +27,9 @@ class Target:
         if not self.database or "\x00" in self.database:
             raise InvalidInput(f"--database {self.database!r}: expected a database name")
         if self.sslmode == "verify-full" and not self.sslrootcert:
-            raise InvalidInput("--sslmode verify-full needs --sslrootcert (or PGSSLROOTCERT): the CA that signed the server")
+            raise InvalidInput(
+                "--sslmode verify-full needs --sslrootcert (or PGSSLROOTCERT): the CA that signed the server"
+            )
 
     def connect_kwargs(self, password: str) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect. The password travels here, never in a conninfo string."""
