@@ -1,8 +1,222 @@
-"""Placeholder until the identity commands land."""
+"""`provision identity`: the walkthrough's `az identity create`, `az identity show` and
+`az vm identity assign`, made safe to re-run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+
+from provision import validate
+from provision.cli import Settings, pass_settings
+from provision.errors import InvalidInput
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group()
 def identity() -> None:
-    """Not built yet."""
+    """User-assigned managed identities and the VMs or scale sets they are attached to.
+
+    Every command reads the current state first and writes only what differs, so re-running one
+    changes nothing. With --dry-run each write is printed (method, URL, JSON body) and none is made.
+    """
+
+
+def _identity_options(function: F) -> F:
+    function = click.option("-n", "--name", required=True, help="Identity name: 3-128 letters, digits, '-' or '_'.")(
+        function
+    )
+    return click.option("-g", "--resource-group", required=True, help="Resource group of the identity.")(function)
+
+
+def _machine_options(required: bool) -> Callable[[F], F]:
+    def decorate(function: F) -> F:
+        function = click.option(
+            "--vm-resource-group",
+            metavar="RG",
+            help="Resource group of the VM or scale set, when it is not the identity's.",
+        )(function)
+        function = click.option("--vmss", metavar="NAME", help="Scale set to attach the identity to.")(function)
+        what = "VM to attach the identity to" + ("" if required else " after creating it")
+        return click.option("--vm", metavar="NAME", help=f"{what}. Give --vm or --vmss.")(function)
+
+    return decorate
+
+
+def _machine(vm: str | None, vmss: str | None, group: str | None, resource_group: str, required: bool) -> Any:
+    from provision.azure.machines import Machine
+
+    if vm and vmss:
+        raise InvalidInput("--vm and --vmss: give one of them, not both")
+    if not vm and not vmss:
+        if required:
+            raise InvalidInput("--vm or --vmss is required")
+        if group:
+            raise InvalidInput("--vm-resource-group needs --vm or --vmss")
+        return None
+    option, name = ("--vm", vm) if vm else ("--vmss", vmss)
+    assert name is not None
+    group = validate.resource_group(group, "--vm-resource-group") if group else resource_group
+    return Machine("vm" if vm else "vmss", group, validate.machine_name(name, option))
+
+
+def _arm(settings: Settings) -> Any:
+    from provision.azure.arm import Arm
+
+    return Arm.from_options(settings.subscription, settings.cloud, settings.arm_endpoint)
+
+
+def _progress(settings: Settings) -> Callable[[float], None] | None:
+    """Progress on stderr while a long-running operation runs, only when a person is watching."""
+    if not sys.stderr.isatty() or settings.output == "json":
+        return None
+    return lambda delay: click.echo(f"  waiting for the update to finish (next check in {delay:.1f} s)", err=True)
+
+
+@identity.command()
+@_identity_options
+@click.option("-l", "--location", help="Region for a new identity. Default: the resource group's region.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag to set; repeatable. Other tags are kept.")
+@_machine_options(required=False)
+@pass_settings
+def create(
+    settings: Settings,
+    resource_group: str,
+    name: str,
+    location: str | None,
+    tags: tuple[str, ...],
+    vm: str | None,
+    vmss: str | None,
+    vm_resource_group: str | None,
+) -> None:
+    """Create a user-assigned identity (if missing) and optionally attach it.
+
+    The VM or scale set is read before anything is created, so a typo in its name leaves no orphan
+    identity. The identity is attached with one PATCH that keeps the machine's system-assigned
+    identity and every user-assigned identity already there, guarded by the machine's etag.
+
+    \b
+    Example:
+      provision identity create -g myResourceGroup -n myManagedIdentity --vm myVM
+    """
+    validate.resource_group(resource_group)
+    validate.identity_name(name)
+    region = validate.location(location) if location is not None else None
+    tag_map = dict(validate.tag(tag) for tag in tags)
+    machine = _machine(vm, vmss, vm_resource_group, resource_group, required=False)
+    arm = _arm(settings)
+    from provision.azure import flows
+
+    settings.emit(
+        flows.create(
+            arm,
+            arm.identity_client(),
+            arm.compute_client(),
+            resource_group,
+            name,
+            region,
+            tag_map,
+            machine,
+            settings.dry_run,
+            _progress(settings),
+        )
+    )
+
+
+@identity.command()
+@_identity_options
+@_machine_options(required=True)
+@pass_settings
+def assign(
+    settings: Settings,
+    resource_group: str,
+    name: str,
+    vm: str | None,
+    vmss: str | None,
+    vm_resource_group: str | None,
+) -> None:
+    """Attach an existing identity to a VM or scale set, keeping the identities already there.
+
+    Nothing is sent when it is already attached. A scale set with a Manual upgrade policy gets a
+    warning: its instances need an update to receive the identity.
+    """
+    validate.resource_group(resource_group)
+    validate.identity_name(name)
+    machine = _machine(vm, vmss, vm_resource_group, resource_group, required=True)
+    arm = _arm(settings)
+    from provision.azure import flows
+
+    settings.emit(
+        flows.assign(
+            arm,
+            arm.identity_client(),
+            arm.compute_client(),
+            resource_group,
+            name,
+            machine,
+            settings.dry_run,
+            _progress(settings),
+        )
+    )
+
+
+@identity.command()
+@_identity_options
+@_machine_options(required=True)
+@pass_settings
+def remove(
+    settings: Settings,
+    resource_group: str,
+    name: str,
+    vm: str | None,
+    vmss: str | None,
+    vm_resource_group: str | None,
+) -> None:
+    """Detach an identity from a VM or scale set; the other identities stay.
+
+    Refused while the machine uses the identity for disk encryption
+    (securityProfile.encryptionIdentity).
+    """
+    validate.resource_group(resource_group)
+    validate.identity_name(name)
+    machine = _machine(vm, vmss, vm_resource_group, resource_group, required=True)
+    arm = _arm(settings)
+    from provision.azure import flows
+
+    settings.emit(
+        flows.remove(arm, arm.compute_client(), resource_group, name, machine, settings.dry_run, _progress(settings))
+    )
+
+
+@identity.command()
+@_identity_options
+@pass_settings
+def delete(settings: Settings, resource_group: str, name: str) -> None:
+    """Delete an identity. Deleting one that does not exist changes nothing and succeeds."""
+    validate.resource_group(resource_group)
+    validate.identity_name(name)
+    arm = _arm(settings)
+    from provision.azure import flows
+
+    settings.emit(flows.delete(arm, arm.identity_client(), resource_group, name, settings.dry_run))
+
+
+@identity.command()
+@_identity_options
+@pass_settings
+def show(settings: Settings, resource_group: str, name: str) -> None:
+    """Print an identity's id, clientId, principalId and tenantId.
+
+    \b
+    Example (the walkthrough's `az identity show ... --query clientId`):
+      provision -o json identity show -g myResourceGroup -n myManagedIdentity | jq -r .clientId
+    """
+    validate.resource_group(resource_group)
+    validate.identity_name(name)
+    arm = _arm(settings)
+    from provision.azure import flows
+
+    settings.emit(flows.show(arm, arm.identity_client(), resource_group, name))

@@ -70,9 +70,7 @@ class Authority:
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
@@ -120,7 +118,7 @@ class Authority:
         `identity` carries `client_id`, `principal_id` and `resource_id` (xms_mirid).
         Returns the token and its expiry (epoch seconds)."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "aud": audience,
             "iss": seed.ISSUER,
             "iat": now,

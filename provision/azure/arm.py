@@ -1,0 +1,168 @@
+"""Resource Manager plumbing shared by the identity and machine steps: where it is, the SDK clients,
+adaptive polling of long-running operations, and Azure errors turned into messages that say what
+to do."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.policies._utils import get_retry_after
+from azure.mgmt.core.polling.arm_polling import ARMPolling
+from provision.cloud import Cloud, get_cloud
+from provision.errors import AzureError, CredentialError, Forbidden, InvalidInput, NotFound, ProvisionError
+
+if TYPE_CHECKING:
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.msi import ManagedServiceIdentityClient
+
+log = logging.getLogger("provision.azure")
+
+RESOURCE_GROUP_API_VERSION = "2021-04-01"
+CONNECTION_TIMEOUT = 10
+READ_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Which Resource Manager to talk to, and as which subscription."""
+
+    subscription: str
+    cloud: Cloud
+    endpoint: str | None = None
+
+    @classmethod
+    def from_options(cls, subscription: str | None, cloud: str, endpoint: str | None) -> Arm:
+        if not subscription:
+            raise InvalidInput("--subscription (or AZURE_SUBSCRIPTION_ID) is required for Resource Manager commands")
+        return cls(subscription, get_cloud(cloud), endpoint)
+
+    @property
+    def base_url(self) -> str:
+        return (self.endpoint or self.cloud.resource_manager).rstrip("/")
+
+    def url(self, path: str, api_version: str) -> str:
+        return f"{self.base_url}{path}?api-version={api_version}"
+
+    def _client_options(self) -> dict[str, Any]:
+        from provision.azure.credentials import default_credential
+
+        return {
+            "credential": default_credential(),
+            "subscription_id": self.subscription,
+            "base_url": self.base_url,
+            "credential_scopes": [self.cloud.arm_scope],
+            "connection_timeout": CONNECTION_TIMEOUT,
+            "read_timeout": READ_TIMEOUT,
+        }
+
+    def identity_client(self) -> ManagedServiceIdentityClient:
+        from azure.mgmt.msi import ManagedServiceIdentityClient
+
+        return ManagedServiceIdentityClient(**self._client_options())
+
+    def compute_client(self) -> ComputeManagementClient:
+        from azure.mgmt.compute import ComputeManagementClient
+
+        return ComputeManagementClient(**self._client_options())
+
+
+def resource_group_location(compute: ComputeManagementClient, arm: Arm, resource_group: str) -> str:
+    """The location of a resource group (where `az identity create` puts an identity by default)."""
+    from azure.core.rest import HttpRequest
+
+    path = f"/subscriptions/{arm.subscription}/resourcegroups/{resource_group}"
+    with errors_explained(f"resource group {resource_group}", arm, resource_group):
+        response = compute.send_request(HttpRequest("GET", arm.url(path, RESOURCE_GROUP_API_VERSION)))
+        response.raise_for_status()
+    return str(response.json()["location"])
+
+
+class AdaptivePolling(ARMPolling):
+    """Polls a long-running operation after 0.5 s, then 1, 2, 4 and 5 s: Compute sends no Retry-After
+    and the SDK's default 30 s interval turns a 4 s update into 30 s. A Retry-After, when sent, wins."""
+
+    intervals = (0.5, 1.0, 2.0, 4.0, 5.0)
+
+    def __init__(self, on_wait: Callable[[float], None] | None = None) -> None:
+        super().__init__(timeout=self.intervals[0])
+        self._polls = 0
+        self._on_wait = on_wait
+
+    def _extract_delay(self) -> float:
+        delay = get_retry_after(self._pipeline_response) if self._pipeline_response else None
+        if delay is None:
+            delay = self.intervals[min(self._polls, len(self.intervals) - 1)]
+        self._polls += 1
+        if self._on_wait is not None:
+            self._on_wait(delay)
+        return delay
+
+
+# Which Azure role each kind of write needs, for the 403 message.
+ROLE_TO_CREATE_IDENTITY = "Managed Identity Contributor on the resource group"
+ROLE_TO_ATTACH = "Virtual Machine Contributor on the VM or scale set, and Managed Identity Operator on the identity"
+ROLE_TO_READ = "Reader on the resource group"
+
+
+@contextlib.contextmanager
+def errors_explained(
+    subject: str, arm: Arm, resource_group: str | None = None, needs_role: str = ROLE_TO_READ
+) -> Iterator[None]:
+    """Turn SDK exceptions raised while working on `subject` into ProvisionErrors that say what to do."""
+    try:
+        yield
+    except ProvisionError:
+        raise
+    except ClientAuthenticationError as error:
+        if error.response is None:  # no token at all: the credential chain failed
+            raise CredentialError(
+                "could not get an access token for Resource Manager",
+                hint="Sign in with `az login`, set AZURE_CLIENT_ID/AZURE_TENANT_ID with a secret or a federated"
+                " token, or run where a managed identity is available. -vv shows each source's answer.",
+            ) from None
+        raise CredentialError(f"Resource Manager refused the access token ({_code(error)})") from None
+    except ResourceNotFoundError as error:
+        raise NotFound(_not_found_message(subject, arm, resource_group, error)) from None
+    except HttpResponseError as error:
+        if error.status_code == 403:
+            raise Forbidden(
+                f"not allowed to change {subject} ({_code(error)})",
+                hint=f"The signed-in principal needs the Azure role {needs_role}.",
+            ) from None
+        if error.status_code == 404:
+            raise NotFound(_not_found_message(subject, arm, resource_group, error)) from None
+        raise AzureError(f"Resource Manager failed on {subject}: {_code(error)}: {_message(error)}") from None
+    except (ServiceRequestError, ServiceResponseError) as error:
+        raise AzureError(
+            f"could not reach Resource Manager at {arm.base_url} while working on {subject}: {error}"
+        ) from None
+
+
+def _code(error: HttpResponseError) -> str:
+    code = getattr(getattr(error, "error", None), "code", None)
+    return str(code or error.status_code or "error")
+
+
+def _message(error: HttpResponseError) -> str:
+    message = getattr(getattr(error, "error", None), "message", None)
+    return str(message or error.reason or "no details")
+
+
+def _not_found_message(subject: str, arm: Arm, resource_group: str | None, error: HttpResponseError) -> str:
+    code = _code(error)
+    if code == "ResourceGroupNotFound":
+        return f"resource group {resource_group} was not found in subscription {arm.subscription}"
+    if code == "SubscriptionNotFound":
+        return f"subscription {arm.subscription} was not found (check --subscription)"
+    return f"{subject} was not found in subscription {arm.subscription}"

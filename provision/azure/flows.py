@@ -1,0 +1,139 @@
+"""The `provision identity` steps, each a read-decide-apply sequence that returns a Result.
+
+The clients are parameters so tests can hand in autospecced ones; the CLI builds real ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from provision.azure import identities, machines
+from provision.azure.arm import Arm, resource_group_location
+from provision.azure.machines import Machine, MachineState
+from provision.errors import NotFound
+from provision.plan import Result
+from provision.validate import IdentityId
+
+if TYPE_CHECKING:
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.msi import ManagedServiceIdentityClient
+
+Waiter = Callable[[float], None] | None
+
+
+def create(
+    arm: Arm,
+    msi: ManagedServiceIdentityClient,
+    compute: ComputeManagementClient,
+    resource_group: str,
+    name: str,
+    location: str | None,
+    tags: dict[str, str],
+    machine: Machine | None,
+    dry_run: bool,
+    on_wait: Waiter = None,
+) -> Result:
+    result = Result(dry_run=dry_run)
+    # Read the machine first: a typo in its name must not leave an orphan identity behind.
+    state = machines.read_machine(compute, arm, machine) if machine else None
+    if location is None:
+        existing = identities.read_identity(msi, arm, resource_group, name)
+        location = existing.location if existing else resource_group_location(compute, arm, resource_group)
+    identity, action = identities.ensure_identity(msi, arm, resource_group, name, location, tags, dry_run)
+    result.add(action)
+    result.fields.update(identity.fields())
+    if machine is not None:
+        _attach(result, arm, compute, machine, identity.id, dry_run, on_wait, state)
+    return result
+
+
+def assign(
+    arm: Arm,
+    msi: ManagedServiceIdentityClient,
+    compute: ComputeManagementClient,
+    resource_group: str,
+    name: str,
+    machine: Machine,
+    dry_run: bool,
+    on_wait: Waiter = None,
+) -> Result:
+    result = Result(dry_run=dry_run)
+    identity = _existing(msi, arm, resource_group, name)
+    result.fields.update(identity.fields())
+    _attach(result, arm, compute, machine, identity.id, dry_run, on_wait, None)
+    return result
+
+
+def remove(
+    arm: Arm,
+    compute: ComputeManagementClient,
+    resource_group: str,
+    name: str,
+    machine: Machine,
+    dry_run: bool,
+    on_wait: Waiter = None,
+) -> Result:
+    """Detach by resource id: works even when the identity itself was already deleted."""
+    result = Result(dry_run=dry_run)
+    identity_id = str(IdentityId(arm.subscription, resource_group, name))
+    action, state = machines.detach(compute, arm, machine, identity_id, dry_run, on_wait)
+    result.add(action)
+    result.fields.update({"id": identity_id, "name": name, "machine": _machine_fields(machine, state)})
+    return result
+
+
+def delete(arm: Arm, msi: ManagedServiceIdentityClient, resource_group: str, name: str, dry_run: bool) -> Result:
+    result = Result(dry_run=dry_run)
+    identity, action = identities.delete_identity(msi, arm, resource_group, name, dry_run)
+    result.add(action)
+    result.fields.update(
+        identity.fields() if identity else {"id": str(IdentityId(arm.subscription, resource_group, name)), "name": name}
+    )
+    return result
+
+
+def show(arm: Arm, msi: ManagedServiceIdentityClient, resource_group: str, name: str) -> Result:
+    result = Result()
+    result.fields.update(_existing(msi, arm, resource_group, name).fields())
+    return result
+
+
+def _existing(msi: ManagedServiceIdentityClient, arm: Arm, resource_group: str, name: str) -> identities.Identity:
+    identity = identities.read_identity(msi, arm, resource_group, name)
+    if identity is None:
+        raise NotFound(
+            f"identity {name} was not found in resource group {resource_group} (subscription {arm.subscription})",
+            hint=f"Create it with: provision identity create -g {resource_group} -n {name}",
+        )
+    return identity
+
+
+def _attach(
+    result: Result,
+    arm: Arm,
+    compute: ComputeManagementClient,
+    machine: Machine,
+    identity_id: str,
+    dry_run: bool,
+    on_wait: Waiter,
+    known: MachineState | None,
+) -> None:
+    action, state = machines.attach(compute, arm, machine, identity_id, dry_run, on_wait, known)
+    result.add(action)
+    result.fields["machine"] = _machine_fields(machine, state)
+    if machine.kind == "vmss" and action.changes and (state.upgrade_mode or "").lower() == "manual":
+        result.warnings.append(
+            f"scale set {machine.name} has a Manual upgrade policy: its instances get the identity only once"
+            f" they are updated (az vmss update-instances -g {machine.resource_group} -n {machine.name}"
+            " --instance-ids '*')"
+        )
+
+
+def _machine_fields(machine: Machine, state: MachineState) -> dict[str, Any]:
+    return {
+        "kind": machine.kind,
+        "name": machine.name,
+        "resourceGroup": machine.resource_group,
+        "systemAssigned": state.system_assigned,
+        "userAssignedIdentities": [identity_id.rsplit("/", 1)[-1] for identity_id in state.user_assigned],
+    }
