@@ -130,9 +130,7 @@ def role_name(value: str, option: str = "--name") -> str:
     if "\x00" in value:
         raise InvalidInput(f"{option} {_show(value)}: a role name cannot contain NUL")
     if len(value.encode()) > 63:
-        raise InvalidInput(
-            f"{option} {_show(value)}: a role name has at most 63 bytes (PostgreSQL would truncate it)"
-        )
+        raise InvalidInput(f"{option} {_show(value)}: a role name has at most 63 bytes (PostgreSQL would truncate it)")
     return value
 
 
