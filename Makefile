@@ -19,6 +19,7 @@ $(BIN)/provision: pyproject.toml
 install: $(BIN)/provision ## Create .venv and install provision with its test tools
 
 test: install ## Run the test suite (loopback-only network namespace when possible)
+	@scripts/require-postgres
 	@scripts/isolated $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy
@@ -27,10 +28,12 @@ lint: install ## ruff and mypy
 	$(BIN)/mypy
 
 bench: install ## Measure speed targets against the local Azure stack
-	@scripts/isolated $(BIN)/python -m scripts.bench
+	@scripts/require-postgres
+	@scripts/isolated $(BIN)/python scripts/bench.py
 
 demo: install ## The whole walkthrough against the local Azure stack
-	@scripts/demo
+	@scripts/require-postgres
+	@scripts/isolated scripts/demo
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
