@@ -19,6 +19,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.policies._utils import get_retry_after
 from azure.mgmt.core.polling.arm_polling import ARMPolling
+
 from provision.cloud import Cloud, get_cloud
 from provision.errors import AzureError, CredentialError, Forbidden, InvalidInput, NotFound, ProvisionError
 

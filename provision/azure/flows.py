@@ -36,10 +36,10 @@ def create(
     result = Result(dry_run=dry_run)
     # Read the machine first: a typo in its name must not leave an orphan identity behind.
     state = machines.read_machine(compute, arm, machine) if machine else None
+    current = identities.read_identity(msi, arm, resource_group, name)
     if location is None:
-        existing = identities.read_identity(msi, arm, resource_group, name)
-        location = existing.location if existing else resource_group_location(compute, arm, resource_group)
-    identity, action = identities.ensure_identity(msi, arm, resource_group, name, location, tags, dry_run)
+        location = current.location if current else resource_group_location(compute, arm, resource_group)
+    identity, action = identities.ensure_identity(msi, arm, resource_group, name, location, tags, dry_run, current)
     result.add(action)
     result.fields.update(identity.fields())
     if machine is not None:

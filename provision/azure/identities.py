@@ -82,12 +82,12 @@ def ensure_identity(
     location: str,
     tags: dict[str, str],
     dry_run: bool,
+    current: Identity | None,
 ) -> tuple[Identity, Action]:
-    """Create the identity, or add the requested tags to it; nothing when it already is as asked.
+    """Create the identity, or add the requested tags to it; nothing when `current` (as just read) is as asked.
 
     Tags not named on the command line are kept: a pipeline that adds one tag must not wipe the others."""
     subject = _subject(resource_group, name)
-    current = read_identity(msi, arm, resource_group, name)
     if current is not None:
         if current.location != location:
             raise Conflict(
