@@ -7,6 +7,7 @@ Azure answers 412 and we read again."""
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -23,8 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("provision.azure")
 
 API_VERSION = "2026-04-01"  # azure-mgmt-compute's default for VMs and scale sets, shown in --dry-run
-MAX_ATTEMPTS = 6  # reads + writes when the machine keeps changing (412) or is busy (409)
-BUSY_WAITS = (1.0, 2.0, 4.0, 8.0, 8.0)  # seconds between attempts while another operation runs (409)
+# Rounds of read + write while other writers change the machine (412) or keep it busy (409): each round
+# someone's write lands, so ten pipelines attaching to one VM at once all get through.
+MAX_ATTEMPTS = 30
+BUSY_WAITS = (0.5, 1.0, 2.0, 4.0, 5.0)  # seconds before reading again while another operation runs (409)
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,7 @@ def _patch_identity(
     from azure.core.exceptions import HttpResponseError, ResourceModifiedError
 
     subject = f"{machine.label} in resource group {machine.resource_group}"
+    busy = 0
     for attempt in range(MAX_ATTEMPTS):
         state = known if attempt == 0 and known is not None else read_machine(compute, arm, machine)
         action, change = decide(state)
@@ -214,8 +218,10 @@ def _patch_identity(
             except HttpResponseError as error:
                 if error.status_code != 409 or attempt == MAX_ATTEMPTS - 1:
                     raise
-                delay = BUSY_WAITS[min(attempt, len(BUSY_WAITS) - 1)]
-                log.info("%s is busy with another operation (409): retrying in %.0f s", machine.label, delay)
+                # Jitter keeps concurrent pipelines from retrying in lockstep.
+                delay = BUSY_WAITS[min(busy, len(BUSY_WAITS) - 1)] * random.uniform(0.75, 1.25)  # noqa: S311
+                busy += 1
+                log.info("%s is busy with another operation (409): retrying in %.1f s", machine.label, delay)
                 time.sleep(delay)
                 continue
         return action, MachineState.from_sdk(updated)
