@@ -1,0 +1,299 @@
+"""Azure Database for PostgreSQL, emulated: a Single Server and a Flexible Server.
+
+Each is its own throwaway cluster (roles are cluster-wide, so they cannot leak between the two)
+behind its own gateway port. Everything runs on one event loop in a background thread, which also
+parents the PostgreSQL servers so that they die with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+from provision.emulator import seed
+from provision.emulator.cluster import SUPERUSER, Clusters
+from provision.emulator.gateway import BackendError, ClusterClient, Flavor, FlexibleServer, Gateway, SingleServer
+from provision.emulator.keys import Authority
+from provision.errors import EmulatorError
+
+log = logging.getLogger(__name__)
+
+SINGLE, FLEXIBLE = "single", "flexible"
+DIRECTORY_SOCKET = "entra.sock"  # no longer than the cluster's own socket name
+_START_TIMEOUT = 60.0
+_RESET_TIMEOUT = 60.0
+
+
+class Identity(Protocol):
+    @property
+    def principal_id(self) -> str: ...
+
+
+class World(Protocol):
+    """What the database servers need from the emulated Resource Manager."""
+
+    def find_identity_by_name(self, name: str) -> Identity | None: ...
+
+
+@dataclass
+class _Server:
+    """One emulated server on the loop: its cluster connection, gateway, and what its seed holds."""
+
+    name: str
+    socket: Path
+    admin: ClusterClient
+    gateway: Gateway
+    seed_roles: str = "{}"  # oid[] literals
+    seed_databases: str = "{}"
+
+    async def remember_seed(self) -> None:
+        [[roles, databases]] = await self.admin.query(
+            "SELECT (SELECT array_agg(oid) FROM pg_catalog.pg_roles)::text,"
+            " (SELECT array_agg(oid) FROM pg_catalog.pg_database)::text"
+        )
+        self.seed_roles, self.seed_databases = roles or "{}", databases or "{}"
+
+    async def reset(self) -> None:
+        """Drop the databases and roles created since the seed, with everything they own."""
+        roles, databases = self.seed_roles, self.seed_databases
+        for (statement,) in await self.admin.query(
+            "SELECT pg_catalog.format('DROP DATABASE %I WITH (FORCE)', datname) FROM pg_catalog.pg_database"
+            " WHERE oid <> ALL($1::oid[])",
+            databases,
+        ):
+            await self.admin.script(statement or "")
+        await self.admin.query(
+            "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity"
+            " WHERE usesysid <> ALL($1::oid[])",
+            roles,
+        )
+        names = "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(rolname), ', ') FROM pg_catalog.pg_roles"
+        names += " WHERE oid <> ALL($1::oid[])"
+        [[doomed]] = await self.admin.query(names, roles)  # identifiers quoted by the server
+        if not doomed:
+            return
+        # DROP OWNED works in the current database (and on shared objects): visit each one.
+        for (database,) in await self.admin.query("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn"):
+            client = await ClusterClient.connect(self.socket, SUPERUSER, database or "")
+            try:
+                await client.script(f"DROP OWNED BY {doomed} CASCADE")
+            finally:
+                await client.close()
+        await self.admin.script(f"DROP ROLE {doomed}")
+
+
+class Databases:
+    """The two emulated servers, served from a background thread until `close()`."""
+
+    def __init__(self, host: str, ports: dict[str, int], ca_path: Path) -> None:
+        self.host, self.ports, self._ca_path = host, ports, ca_path
+        self._lock = threading.Lock()
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list[_Server] = []
+        self._stop: Callable[[], object] | None = None
+        self._thread: threading.Thread | None = None
+
+    def exports(self) -> dict[str, str]:
+        return {
+            "PROVISION_SINGLE_HOST": self.host,
+            "PROVISION_SINGLE_PORT": str(self.ports[SINGLE]),
+            "PROVISION_SINGLE_ADMIN": f"{seed.DATABASE_ADMIN}@{seed.SINGLE_SERVER}",
+            "PROVISION_FLEX_HOST": self.host,
+            "PROVISION_FLEX_PORT": str(self.ports[FLEXIBLE]),
+            "PROVISION_FLEX_ADMIN": seed.DATABASE_ADMIN,
+            "PGSSLROOTCERT": str(self._ca_path),
+        }
+
+    def reset(self) -> None:
+        """Back to the seed on both servers: every role (and database) created since is dropped."""
+        loop = self._loop
+        if not loop:
+            raise EmulatorError("the database servers are not running")
+
+        async def reset_all() -> None:
+            await asyncio.gather(*(server.reset() for server in self._servers))
+
+        try:
+            asyncio.run_coroutine_threadsafe(reset_all(), loop).result(_RESET_TIMEOUT)
+        except BackendError as error:
+            raise EmulatorError(f"resetting the database servers failed: {error}") from error
+
+    def close(self) -> None:
+        """Stop serving, stop the clusters and remove their files; also while still starting."""
+        with self._lock:
+            self._closing = True
+            stop, self._stop, self._loop = self._stop, None, None
+        if stop:
+            with contextlib.suppress(RuntimeError):  # the loop is already gone
+                stop()
+        if self._thread:
+            self._thread.join()
+
+    def _serving(self, loop: asyncio.AbstractEventLoop, servers: list[_Server], stop: Callable[[], object]) -> bool:
+        """Called from the loop once everything is up; False when close() came first."""
+        with self._lock:
+            if self._closing:
+                return False
+            self._loop, self._servers, self._stop = loop, servers, stop
+            return True
+
+
+def start(
+    state_dir: Path, authority: Authority, world: World, host: str, single_port: int, flexible_port: int
+) -> Databases:
+    """Start Single Server `demo-single` and Flexible Server `demo-flex` on `host` (port 0: a free port).
+
+    Returns once both accept logins; their files live under `state_dir` when the server user can
+    enter it, else in a temporary directory, and are removed by `close()`."""
+    listeners = {SINGLE: _listen(host, single_port), FLEXIBLE: _listen(host, flexible_port)}
+    databases = Databases(host, {name: sock.getsockname()[1] for name, sock in listeners.items()}, authority.ca_path)
+    ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+    thread = threading.Thread(
+        target=_run,
+        args=(databases, ready, state_dir, authority, world, listeners),
+        name="provision-databases",
+        daemon=True,
+    )
+    databases._thread = thread
+    thread.start()
+    try:
+        ready.result(_START_TIMEOUT)
+    except BaseException:
+        databases.close()
+        raise
+    return databases
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(512)
+    except OSError as error:
+        listener.close()
+        raise EmulatorError(f"the database gateway cannot listen on {host} port {port}: {error.strerror}") from error
+    return listener
+
+
+def _run(
+    databases: Databases,
+    ready: concurrent.futures.Future[None],
+    state_dir: Path,
+    authority: Authority,
+    world: World,
+    listeners: dict[str, socket.socket],
+) -> None:
+    """The thread: bring the clusters up, serve until closed, tear down."""
+    loop = asyncio.new_event_loop()
+    clusters: Clusters | None = None
+    try:
+        clusters = Clusters((SINGLE, FLEXIBLE), state_dir)
+        clusters.start()  # from this thread: the servers die with it
+        loop.run_until_complete(_serve(databases, ready, clusters, authority, world, listeners))
+    except BaseException as error:
+        if not ready.done():
+            ready.set_exception(error)
+        else:
+            log.exception("the database servers stopped")
+    finally:
+        for listener in listeners.values():
+            listener.close()
+        if clusters:
+            clusters.close()
+        loop.close()
+
+
+async def _serve(
+    databases: Databases,
+    ready: concurrent.futures.Future[None],
+    clusters: Clusters,
+    authority: Authority,
+    world: World,
+    listeners: dict[str, socket.socket],
+) -> None:
+    tls = authority.server_context("postgres")
+    admins = {name: await ClusterClient.connect(clusters.socket(name), SUPERUSER) for name in (SINGLE, FLEXIBLE)}
+    flavors: dict[str, Flavor] = {
+        SINGLE: SingleServer(seed.SINGLE_SERVER, seed.DATABASE_ADMIN, seed.OPERATOR_PRINCIPAL_ID, admins[SINGLE]),
+        FLEXIBLE: FlexibleServer(seed.FLEXIBLE_SERVER, admins[FLEXIBLE]),
+    }
+    servers = [
+        _Server(
+            name, clusters.socket(name), admins[name], Gateway(flavors[name], authority, tls, clusters.socket(name))
+        )
+        for name in (SINGLE, FLEXIBLE)
+    ]
+    directory_socket = clusters.socket_dir(FLEXIBLE) / DIRECTORY_SOCKET
+    directory = await asyncio.start_unix_server(_directory_answerer(world), str(directory_socket))
+    clusters.share_with_server(directory_socket)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        try:
+            await asyncio.gather(
+                admins[SINGLE].script(_sql("single.sql")), _set_up_flexible(admins[FLEXIBLE], directory_socket)
+            )
+            for server in servers:
+                await server.remember_seed()
+        except BackendError as error:
+            raise EmulatorError(f"setting up the emulated database servers failed: {error}") from error
+        tasks += [asyncio.create_task(server.gateway.serve(listeners[server.name])) for server in servers]
+        loop, stopped = asyncio.get_running_loop(), asyncio.Event()
+        if databases._serving(loop, servers, lambda: loop.call_soon_threadsafe(stopped.set)):
+            ready.set_result(None)
+            await stopped.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        directory.close()
+        for admin in admins.values():
+            await admin.close()
+
+
+async def _set_up_flexible(cluster: ClusterClient, directory_socket: Path) -> None:
+    await cluster.script(_sql("flexible.sql"))
+    await cluster.query(
+        "INSERT INTO pgaadauth.settings (tenant_id, directory_socket) VALUES ($1, $2)",
+        seed.TENANT_ID,
+        str(directory_socket),
+    )
+    await cluster.query(
+        "SELECT pg_catalog.pgaadauth_create_principal_with_oid($1, $2, 'service', true, false)",
+        seed.DATABASE_ADMIN,
+        seed.OPERATOR_PRINCIPAL_ID,
+    )
+
+
+def _directory_answerer(world: World) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """Answers pgaadauth_create_principal's question from inside the cluster: a line with a name in
+    hex, answered by a line with that identity's object id (empty when Resource Manager has none)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            name = bytes.fromhex((await reader.readline()).decode().strip()).decode()
+            identity = world.find_identity_by_name(name)
+            writer.write(f"{identity.principal_id if identity else ''}\n".encode())
+            await writer.drain()
+        except (ValueError, OSError) as error:
+            log.debug("directory lookup failed: %s", error)
+        finally:
+            writer.close()
+
+    return answer
+
+
+def _sql(name: str) -> str:
+    return resources.files("provision.emulator").joinpath(name).read_text()

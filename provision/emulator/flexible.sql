@@ -1,0 +1,135 @@
+-- Azure Database for PostgreSQL Flexible Server's Microsoft Entra functions, emulated.
+--
+-- Which Entra object each role belongs to is kept in pgaadauth.principals, keyed by the role's oid
+-- so that a dropped role's entry is ignored (and a new role of the same name starts unmapped).
+-- Users cannot read or write that table; the functions that touch it are SECURITY DEFINER with a
+-- fixed search_path. Roles themselves are created with the caller's privileges, as on Azure, where
+-- the Entra admin is not a superuser. The gateway reads the table to check a token's oid at login.
+
+CREATE ROLE azure_pg_admin NOLOGIN;
+
+CREATE SCHEMA pgaadauth;
+GRANT USAGE ON SCHEMA pgaadauth TO PUBLIC;
+
+CREATE TABLE pgaadauth.settings (
+    tenant_id text NOT NULL,
+    -- The emulator answers "which object id has this name?" on this Unix socket.
+    directory_socket text NOT NULL
+);
+
+CREATE TABLE pgaadauth.principals (
+    roleoid oid PRIMARY KEY,
+    objectid text NOT NULL,
+    principaltype text NOT NULL,
+    tenantid text NOT NULL,
+    ismfa boolean NOT NULL,
+    isadmin boolean NOT NULL
+);
+
+CREATE FUNCTION pgaadauth.assert_admin() RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = session_user AND rolsuper)
+        AND NOT EXISTS (
+            SELECT 1 FROM pgaadauth.principals p JOIN pg_roles r ON r.oid = p.roleoid
+            WHERE r.rolname = session_user AND p.isadmin
+        )
+    THEN
+        RAISE insufficient_privilege
+            USING MESSAGE = format('role "%s" is not a Microsoft Entra admin: only Entra admins manage Entra principals',
+                                   session_user);
+    END IF;
+END
+$function$;
+
+CREATE FUNCTION pgaadauth.register(role_name text, object_id text, principal_type text, is_admin boolean,
+                                   is_mfa boolean) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    PERFORM pgaadauth.assert_admin();
+    DELETE FROM pgaadauth.principals WHERE roleoid NOT IN (SELECT oid FROM pg_roles);
+    INSERT INTO pgaadauth.principals (roleoid, objectid, principaltype, tenantid, ismfa, isadmin)
+    SELECT r.oid, lower(object_id), principal_type, s.tenant_id, is_mfa, is_admin
+    FROM pg_roles r, pgaadauth.settings s
+    WHERE r.rolname = role_name AND NOT r.rolsuper  -- no way from Entra admin to superuser
+    ON CONFLICT (roleoid) DO UPDATE
+        SET objectid = EXCLUDED.objectid, principaltype = EXCLUDED.principaltype, ismfa = EXCLUDED.ismfa,
+            isadmin = EXCLUDED.isadmin;
+END
+$function$;
+
+-- The object id Resource Manager knows for an identity name, or NULL. The question goes out to the
+-- emulator through COPY FROM PROGRAM (perl is always there: Debian's PostgreSQL depends on it).
+CREATE FUNCTION pgaadauth.find_principal(principal_name text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    ask constant text := 'my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "directory: $!\n";'
+                         ' print $s "$ARGV[1]\n"; $s->shutdown(1); print while <$s>;';
+    socket_path text := (SELECT directory_socket FROM pgaadauth.settings);
+    answer text;
+BEGIN
+    PERFORM pgaadauth.assert_admin();
+    CREATE TEMP TABLE pgaadauth_answer (line text);
+    EXECUTE format('COPY pg_temp.pgaadauth_answer FROM PROGRAM %L',
+                   format('perl -MIO::Socket::UNIX -e %s %s %s', pgaadauth.shell_quote(ask),
+                          pgaadauth.shell_quote(socket_path), encode(convert_to(principal_name, 'UTF8'), 'hex')));
+    SELECT nullif(line, '') INTO answer FROM pg_temp.pgaadauth_answer;
+    DROP TABLE pg_temp.pgaadauth_answer;
+    RETURN answer;
+END
+$function$;
+
+CREATE FUNCTION pgaadauth.shell_quote(value text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $function$
+    SELECT '''' || replace(value, '''', '''"''"''') || ''''
+$function$;
+
+-- Azure: "Created role for <roleName>"; isAdmin makes a member of azure_pg_admin with CREATEROLE and CREATEDB.
+CREATE FUNCTION pg_catalog.pgaadauth_create_principal_with_oid(rolename text, objectid text, objecttype text,
+                                                               isadmin boolean, ismfa boolean) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    PERFORM pgaadauth.assert_admin();
+    IF objecttype IS NULL OR objecttype NOT IN ('user', 'group', 'service') THEN
+        RAISE invalid_parameter_value
+            USING MESSAGE = format('invalid objectType "%s": expected user, group or service', objecttype);
+    END IF;
+    IF objectid IS NULL OR objectid !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+        RAISE invalid_parameter_value USING MESSAGE = format('invalid objectId "%s": expected a GUID', objectid);
+    END IF;
+    EXECUTE format('CREATE ROLE %I WITH LOGIN', rolename);
+    IF isadmin THEN
+        EXECUTE format('ALTER ROLE %I WITH CREATEROLE CREATEDB', rolename);
+        EXECUTE format('GRANT azure_pg_admin TO %I WITH ADMIN OPTION', rolename);
+    END IF;
+    PERFORM pgaadauth.register(rolename, objectid, objecttype, coalesce(isadmin, false), coalesce(ismfa, false));
+    RETURN format('Created role for "%s"', rolename);
+END
+$function$;
+
+-- Azure looks the name up in Microsoft Entra ID; here, Resource Manager's managed identities.
+CREATE FUNCTION pg_catalog.pgaadauth_create_principal(rolename text, isadmin boolean, ismfa boolean) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    found_id text;
+BEGIN
+    PERFORM pgaadauth.assert_admin();
+    found_id := pgaadauth.find_principal(rolename);
+    IF found_id IS NULL THEN
+        RAISE undefined_object
+            USING MESSAGE = format('could not find a Microsoft Entra principal named "%s" in the tenant', rolename);
+    END IF;
+    RETURN pg_catalog.pgaadauth_create_principal_with_oid(rolename, found_id, 'service', isadmin, ismfa);
+END
+$function$;
+
+-- Azure: TABLE(rolname name, principalType text, objectId text, tenantId text, isMfa integer, isAdmin integer);
+-- true lists the admins only, false everyone.
+CREATE FUNCTION pg_catalog.pgaadauth_list_principals(isadminvalue boolean)
+RETURNS TABLE (rolname name, principaltype text, objectid text, tenantid text, ismfa integer, isadmin integer)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT r.rolname, p.principaltype, p.objectid, p.tenantid, p.ismfa::integer, p.isadmin::integer
+    FROM pgaadauth.principals p JOIN pg_roles r ON r.oid = p.roleoid
+    WHERE p.isadmin OR NOT $1
+    ORDER BY r.rolname
+$function$;

@@ -1,0 +1,498 @@
+"""The gateway of the emulated Azure Database for PostgreSQL: TLS, Entra token login, then a relay.
+
+Clients talk to it as to Azure: SSLRequest, TLS with a certificate from the emulator's CA, a
+StartupMessage, and an access token sent as a cleartext password. The gateway checks the token
+(signature, audience, nbf/exp) and the role's Entra mapping the way the flavor does, then opens a
+session on the cluster's Unix socket as that role (`trust` there), replays the startup and relays
+bytes both ways. Only Single Server looks into client messages, to accept a setting that vanilla
+PostgreSQL does not know. Tokens and passwords are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import socket
+import ssl
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from provision.emulator import seed
+from provision.emulator.keys import Authority, TokenRejected
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_3 = 3 << 16
+CANCEL_REQUEST = 80877102
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+MAX_STARTUP = 10_000  # PostgreSQL's own limit for a startup packet
+MAX_PASSWORD = 65_536  # the server's limit for an authentication message
+LOGIN_TIMEOUT = 30.0  # seconds from accept to relay, like authentication_timeout (60 s) but shorter
+_CHUNK = 65_536
+_MAX_REWRITE = 1 << 20  # larger Query/Parse messages stream through unread
+
+SSL_REQUIRED = "SSL connection is required. Please specify SSL options and retry."
+TOKEN_EXPIRED = "The access token has expired. Please acquire a new token and retry."
+WRONG_AUDIENCE = (
+    "The access token does not have a valid audience claim."
+    f' Please acquire a new token for the resource "{seed.DATABASE_AUDIENCE}".'
+)
+SINGLE_USER_FORM = (
+    "Invalid Username specified. Please check the Username and retry connection."
+    " The Username should be in <username@hostname> format."
+)
+
+
+class Refused(Exception):
+    """A login the server turns down with a FATAL error; `reason` is for the log, never shown or secret."""
+
+    def __init__(self, message: str, reason: str, sqlstate: str = "28P01") -> None:
+        super().__init__(message)
+        self.message, self.reason, self.sqlstate = message, reason, sqlstate
+
+
+def password_failed(user: str, reason: str) -> Refused:
+    return Refused(f'password authentication failed for user "{user}"', reason)
+
+
+class BackendError(Exception):
+    """The cluster answered a query of the emulator's own with an error."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__(fields.get("M", "unknown error"))
+        self.sqlstate = fields.get("C", "")
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+def message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!I", len(body) + 4) + body
+
+
+def error_response(sqlstate: str, text: str, severity: str = "FATAL") -> bytes:
+    fields = [("S", severity), ("V", severity), ("C", sqlstate), ("M", text)]
+    return message(b"E", b"".join(code.encode() + value.encode() + b"\0" for code, value in fields) + b"\0")
+
+
+def startup_message(version: int, parameters: dict[str, str]) -> bytes:
+    body = struct.pack("!I", version)
+    body += b"".join(key.encode() + b"\0" + value.encode() + b"\0" for key, value in parameters.items()) + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def parse_startup(body: bytes) -> tuple[int, dict[str, str]]:
+    """The protocol version and the parameters (user, database, options, ...) of a StartupMessage body."""
+    (version,) = struct.unpack("!I", body[:4])
+    fields = body[4:].split(b"\0")
+    if len(fields) < 2 or fields[-2:] != [b"", b""] or len(fields) % 2:
+        raise ValueError("malformed startup packet")
+    pairs = fields[:-2]
+    return version, {pairs[i].decode(): pairs[i + 1].decode() for i in range(0, len(pairs), 2)}
+
+
+def parse_fields(body: bytes) -> dict[str, str]:
+    """The fields of an ErrorResponse or NoticeResponse body."""
+    return {item[:1].decode(): item[1:].decode(errors="replace") for item in body.split(b"\0") if item}
+
+
+async def read_message(reader: asyncio.StreamReader, limit: int) -> tuple[bytes, bytes]:
+    header = await reader.readexactly(5)
+    (length,) = struct.unpack("!I", header[1:])
+    if not 4 <= length <= limit:
+        raise ValueError(f"message of {length} bytes")
+    return header[:1], await reader.readexactly(length - 4)
+
+
+# -- Single Server's setting --------------------------------------------------------------------
+
+# `SET [SESSION|LOCAL] aad_validate_oids_in_tenant ...` or `RESET ...` at the start of a statement.
+_AAD_SETTING = re.compile(
+    rb"(^|;)(\s*(?:SET\s+(?:SESSION\s+|LOCAL\s+)?|RESET\s+))aad_validate_oids_in_tenant\b", re.IGNORECASE
+)
+AAD_SETTING_STANDIN = b"azure.aad_validate_oids_in_tenant"
+
+
+def rewrite_aad_setting(kind: bytes, body: bytes) -> bytes:
+    """A Query or Parse message body with Single Server's own setting renamed to a custom one vanilla
+    PostgreSQL accepts; every other message unchanged."""
+    if kind == b"Q":
+        return _AAD_SETTING.sub(rb"\1\2" + AAD_SETTING_STANDIN, body)
+    if kind == b"P":
+        name, query, rest = body.split(b"\0", 2)
+        return name + b"\0" + _AAD_SETTING.sub(rb"\1\2" + AAD_SETTING_STANDIN, query) + b"\0" + rest
+    return body
+
+
+# -- SCRAM --------------------------------------------------------------------------------------
+
+
+def scram_matches(verifier: str | None, password: str) -> bool:
+    """Whether `password` is what a `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` verifier
+    was made from: StoredKey = SHA-256(HMAC(PBKDF2-HMAC-SHA-256(password, salt, iterations), "Client Key"))."""
+    try:
+        method, parameters, keys = (verifier or "").split("$")
+        iterations, salt = parameters.split(":")
+        stored_key = base64.b64decode(keys.split(":")[0], validate=True)
+        salted = hashlib.pbkdf2_hmac(
+            "sha256", password.encode(), base64.b64decode(salt, validate=True), int(iterations)
+        )
+    except ValueError:
+        return False
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return method == "SCRAM-SHA-256" and hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
+
+
+# -- the emulator's own connection to a cluster -------------------------------------------------
+
+
+class ClusterClient:
+    """A minimal client on a cluster's Unix socket, as its superuser: text results, one query at a time."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, socket_path: Path, user: str, database: str = "postgres") -> ClusterClient:
+        reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        client = cls(reader, writer)
+        writer.write(startup_message(PROTOCOL_3, {"user": user, "database": database}))
+        await client._until_ready()
+        return client
+
+    async def query(self, sql: str, *parameters: str | None) -> list[list[str | None]]:
+        """Rows of one statement with text parameters ($1, $2, ...), through the extended protocol."""
+        bind = b"\0\0" + struct.pack("!hh", 0, len(parameters))
+        for value in parameters:
+            bind += struct.pack("!i", -1) if value is None else struct.pack("!i", len(value.encode())) + value.encode()
+        bind += struct.pack("!h", 0)
+        async with self._lock:
+            self._writer.write(
+                message(b"P", b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+                + message(b"B", bind)
+                + message(b"E", b"\0" + struct.pack("!i", 0))
+                + message(b"S", b"")
+            )
+            return await self._until_ready()
+
+    async def script(self, sql: str) -> None:
+        """Run statements separated by semicolons (simple protocol), stopping at the first error."""
+        async with self._lock:
+            self._writer.write(message(b"Q", sql.encode() + b"\0"))
+            await self._until_ready()
+
+    async def close(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            self._writer.write(message(b"X", b""))
+        self._writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self._writer.wait_closed()
+
+    async def _until_ready(self) -> list[list[str | None]]:
+        rows: list[list[str | None]] = []
+        error: BackendError | None = None
+        while True:
+            kind, body = await read_message(self._reader, 1 << 30)
+            if kind == b"Z":
+                if error:
+                    raise error
+                return rows
+            if kind == b"E":
+                error = error or BackendError(parse_fields(body))
+            elif kind == b"R" and body[:4] != b"\0\0\0\0":
+                raise BackendError({"M": "the cluster asked the emulator for a password"})
+            elif kind == b"D":
+                rows.append(_data_row(body))
+
+
+def _data_row(body: bytes) -> list[str | None]:
+    (count,) = struct.unpack("!h", body[:2])
+    values: list[str | None] = []
+    offset = 2
+    for _ in range(count):
+        (length,) = struct.unpack("!i", body[offset : offset + 4])
+        offset += 4
+        if length < 0:
+            values.append(None)
+        else:
+            values.append(body[offset : offset + length].decode())
+            offset += length
+    return values
+
+
+# -- flavors ------------------------------------------------------------------------------------
+
+
+class Flavor:
+    """How one emulated server maps a login to a role and decides whether the token may use it."""
+
+    server_name: str
+    # Single Server renames its own setting in client messages; None relays client bytes untouched.
+    rewrite: Callable[[bytes, bytes], bytes] | None = None
+
+    def role_for(self, user: str) -> str:
+        return user
+
+    async def authorize(self, user: str, role: str, claims: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class SingleServer(Flavor):
+    """`role@server` user names; members of azure_ad_user log in with a token whose appid is their
+    password (checked against the SCRAM verifier); the Entra admin logs in by the token's oid."""
+
+    rewrite = staticmethod(rewrite_aad_setting)
+
+    def __init__(self, server_name: str, admin: str, admin_object_id: str, cluster: ClusterClient) -> None:
+        self.server_name = server_name
+        self._admin, self._admin_object_id = admin, admin_object_id
+        self._cluster = cluster
+
+    def role_for(self, user: str) -> str:
+        role, at, server = user.rpartition("@")
+        if not at or not role or server.lower() != self.server_name.lower():
+            raise Refused(SINGLE_USER_FORM, "user name not in the form role@server", "28000")
+        return role
+
+    async def authorize(self, user: str, role: str, claims: dict[str, Any]) -> None:
+        if role == self._admin:
+            if not _same_id(claims["oid"], self._admin_object_id):
+                raise password_failed(user, "the token's oid is not the Entra admin's")
+            return
+        rows = await self._cluster.query(
+            "SELECT rolpassword, pg_catalog.pg_has_role(oid, 'azure_ad_user', 'MEMBER')::text"
+            " FROM pg_catalog.pg_authid WHERE rolname = $1",
+            role,
+        )
+        if not rows:
+            raise password_failed(user, "no such role")
+        verifier, member = rows[0]
+        if member != "true":
+            raise password_failed(user, "the role is not a member of azure_ad_user")
+        # PBKDF2 takes milliseconds and releases the GIL: keep it off the loop.
+        if not await asyncio.to_thread(scram_matches, verifier, str(claims["appid"])):
+            raise password_failed(user, "the token's appid is not the role's client id")
+
+
+class FlexibleServer(Flavor):
+    """Plain role names; a role logs in with a token whose oid is the object id registered for it by
+    pgaadauth_create_principal_with_oid (kept in pgaadauth.principals)."""
+
+    def __init__(self, server_name: str, cluster: ClusterClient) -> None:
+        self.server_name, self._cluster = server_name, cluster
+
+    async def authorize(self, user: str, role: str, claims: dict[str, Any]) -> None:
+        rows = await self._cluster.query(
+            "SELECT p.objectid FROM pgaadauth.principals p JOIN pg_catalog.pg_roles r ON r.oid = p.roleoid"
+            " WHERE r.rolname = $1",
+            role,
+        )
+        if not rows:
+            raise password_failed(user, "no Entra principal is registered for the role")
+        if not _same_id(claims["oid"], rows[0][0] or ""):
+            raise password_failed(user, "the token's oid is not the role's object id")
+
+
+def _same_id(left: object, right: str) -> bool:
+    return isinstance(left, str) and left.lower() == right.lower()
+
+
+# -- the gateway --------------------------------------------------------------------------------
+
+
+class Gateway:
+    """Accepts clients on a listening socket and serves each login, then relays to the cluster."""
+
+    def __init__(self, flavor: Flavor, authority: Authority, tls: ssl.SSLContext, backend_socket: Path) -> None:
+        self._flavor, self._authority, self._tls, self._backend_socket = flavor, authority, tls, backend_socket
+        self._sessions: set[asyncio.Task[None]] = set()
+
+    async def serve(self, listener: socket.socket) -> None:
+        """Accept until cancelled; then end every session."""
+        loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        try:
+            while True:
+                connection, _ = await loop.sock_accept(listener)
+                task = asyncio.create_task(self._session(connection))
+                self._sessions.add(task)
+                task.add_done_callback(self._sessions.discard)
+        finally:
+            for task in list(self._sessions):
+                task.cancel()
+            await asyncio.gather(*self._sessions, return_exceptions=True)
+
+    async def _session(self, connection: socket.socket) -> None:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            try:
+                client = await asyncio.wait_for(self._negotiate(connection), LOGIN_TIMEOUT)
+                if client is None:
+                    return
+                backend = await asyncio.wait_for(self._login(*client), LOGIN_TIMEOUT)
+                if backend is None:
+                    return
+            except Refused as refused:
+                log.info("%s: %s (%s)", self._flavor.server_name, refused.message, refused.reason)
+                if client:
+                    client[1].write(error_response(refused.sqlstate, refused.message))
+                    await client[1].drain()
+                return
+            await self._relay(*client, *backend)
+        except (OSError, EOFError, ValueError, asyncio.TimeoutError, ssl.SSLError) as error:
+            log.debug("%s: session ended: %s", self._flavor.server_name, type(error).__name__)
+        except BackendError as error:
+            log.warning("%s: the cluster failed a login check: %s", self._flavor.server_name, error)
+        finally:
+            if client:
+                _close(client[1])
+            else:
+                connection.close()
+
+    async def _negotiate(self, connection: socket.socket) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """The pre-TLS part: answer SSLRequest (refusing GSS encryption and plain connections) and
+        forward CancelRequest; then the TLS handshake. None when there is nothing more to serve."""
+        loop = asyncio.get_running_loop()
+        while True:
+            length, code = struct.unpack("!II", await _receive(loop, connection, 8))
+            if length == 16 and code == CANCEL_REQUEST:
+                await self._forward_cancel(await _receive(loop, connection, 8))
+                return None
+            if length == 8 and code == GSSENC_REQUEST:
+                await loop.sock_sendall(connection, b"N")
+                continue
+            if length == 8 and code == SSL_REQUEST:
+                await loop.sock_sendall(connection, b"S")
+                break
+            await loop.sock_sendall(connection, error_response("28000", SSL_REQUIRED))
+            return None
+        reader = asyncio.StreamReader(limit=_CHUNK)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(
+            lambda: protocol, connection, ssl=self._tls, ssl_handshake_timeout=LOGIN_TIMEOUT
+        )
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def _login(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """StartupMessage, cleartext password (the token), checks; returns the backend session,
+        started as the role, whose answers (AuthenticationOk onwards) the relay passes on.
+        None after a CancelRequest."""
+        (length,) = struct.unpack("!I", await reader.readexactly(4))
+        if not 8 <= length <= MAX_STARTUP:
+            raise ValueError("startup packet length")
+        body = await reader.readexactly(length - 4)
+        if length == 16 and body[:4] == struct.pack("!I", CANCEL_REQUEST):  # libpq 17+ cancels over TLS too
+            await self._forward_cancel(body[4:])
+            return None
+        version, parameters = parse_startup(body)
+        if version >> 16 != 3:
+            raise Refused(f"unsupported frontend protocol {version >> 16}.{version & 0xFFFF}", "protocol", "0A000")
+        user = parameters.get("user", "")
+        if not user:
+            raise Refused("no PostgreSQL user name specified in startup packet", "no user name", "28000")
+        role = self._flavor.role_for(user)
+        writer.write(message(b"R", struct.pack("!I", 3)))  # AuthenticationCleartextPassword
+        await writer.drain()
+        kind, body = await read_message(reader, MAX_PASSWORD)
+        if kind != b"p":
+            raise EOFError("no password")
+        try:
+            claims = self._authority.verify_token(
+                body.rstrip(b"\0").decode(errors="replace"), (seed.DATABASE_AUDIENCE,)
+            )
+        except TokenRejected as rejected:
+            if rejected.reason == "expired":
+                raise Refused(TOKEN_EXPIRED, "expired token") from None
+            if rejected.reason == "wrong_audience":
+                raise Refused(WRONG_AUDIENCE, "token for another audience") from None
+            raise password_failed(user, f"token rejected: {rejected.reason}") from None
+        await self._flavor.authorize(user, role, claims)
+        log.debug("%s: %s logged in (oid %s)", self._flavor.server_name, role, claims["oid"])
+        backend_reader, backend_writer = await asyncio.open_unix_connection(str(self._backend_socket))
+        backend_writer.write(startup_message(version, {**parameters, "user": role}))
+        return backend_reader, backend_writer
+
+    async def _relay(
+        self,
+        client_reader: asyncio.StreamReader,
+        client_writer: asyncio.StreamWriter,
+        backend_reader: asyncio.StreamReader,
+        backend_writer: asyncio.StreamWriter,
+    ) -> None:
+        rewrite = self._flavor.rewrite
+        upstream = (
+            _copy_messages(client_reader, backend_writer, rewrite) if rewrite else _copy(client_reader, backend_writer)
+        )
+        directions = {asyncio.create_task(upstream), asyncio.create_task(_copy(backend_reader, client_writer))}
+        try:
+            await asyncio.wait(directions, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in directions:
+                task.cancel()
+            await asyncio.gather(*directions, return_exceptions=True)
+            _close(backend_writer)
+
+    async def _forward_cancel(self, key: bytes) -> None:
+        # The client learnt the backend's process id and key from the relayed BackendKeyData.
+        _, writer = await asyncio.open_unix_connection(str(self._backend_socket))
+        writer.write(struct.pack("!II", 16, CANCEL_REQUEST) + key)
+        await writer.drain()
+        _close(writer)
+
+
+async def _receive(loop: asyncio.AbstractEventLoop, connection: socket.socket, size: int) -> bytes:
+    """Exactly `size` bytes from a raw socket (before TLS nothing may be read ahead)."""
+    data = b""
+    while len(data) < size:
+        chunk = await loop.sock_recv(connection, size - len(data))
+        if not chunk:
+            raise EOFError("client went away")
+        data += chunk
+    return data
+
+
+async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(_CHUNK):
+        writer.write(data)
+        await writer.drain()
+
+
+async def _copy_messages(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rewrite: Callable[[bytes, bytes], bytes]
+) -> None:
+    """Relay typed messages, passing Query and Parse bodies through `rewrite`; others stream as they come."""
+    while True:
+        try:
+            header = await reader.readexactly(5)
+        except asyncio.IncompleteReadError:
+            return
+        kind, (length,) = header[:1], struct.unpack("!I", header[1:])
+        if kind in (b"Q", b"P") and 4 <= length <= _MAX_REWRITE:
+            writer.write(message(kind, rewrite(kind, await reader.readexactly(length - 4))))
+        else:
+            writer.write(header)
+            remaining = length - 4
+            while remaining > 0:
+                chunk = await reader.read(min(remaining, _CHUNK))
+                if not chunk:
+                    return
+                writer.write(chunk)
+                remaining -= len(chunk)
+        await writer.drain()
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        writer.close()

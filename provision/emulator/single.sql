@@ -1,0 +1,9 @@
+-- Azure Database for PostgreSQL Single Server, as the emulator seeds it.
+-- Entra roles are members of azure_ad_user; the Entra admin (a member of azure_ad_admin, not a
+-- superuser) creates them with CREATE ROLE ... PASSWORD '<client id>' IN ROLE azure_ad_user.
+-- The gateway checks logins against these roles; nothing else here knows about tokens.
+
+CREATE ROLE azure_ad_user NOLOGIN;
+CREATE ROLE azure_ad_admin NOLOGIN;
+CREATE ROLE aadadmin WITH LOGIN CREATEROLE CREATEDB IN ROLE azure_ad_admin;
+GRANT azure_ad_user TO aadadmin WITH ADMIN OPTION;

@@ -1,0 +1,139 @@
+"""The emulated database servers' pieces that need no server: finding PostgreSQL, and the gateway's
+protocol (startup packets, Single Server's setting, SCRAM verifiers)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from provision.emulator import cluster
+from provision.emulator.gateway import (
+    PROTOCOL_3,
+    error_response,
+    parse_fields,
+    parse_startup,
+    rewrite_aad_setting,
+    scram_matches,
+    startup_message,
+)
+
+# What PostgreSQL 15 stored for CREATE ROLE x PASSWORD '5c3a7f0e-2b8d-4e61-9a1f-0d4c6e8b2a17'.
+CLIENT_ID = "5c3a7f0e-2b8d-4e61-9a1f-0d4c6e8b2a17"
+VERIFIER = (
+    "SCRAM-SHA-256$4096:wywr1vq2uy0mNVOtk3poKg==$dgvv+IvVqY79WZibCZ1POJAGp4hkzqoU32/6eNu+I3Y="
+    ":lgD2xIXuR+KCNMdXMui3JVnCuASI6ElRLi0I1E7GSj4="
+)
+
+
+def test_missing_postgresql_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(cluster, "DEBIAN_VERSIONS", tmp_path)
+    monkeypatch.setattr(cluster.shutil, "which", lambda name: None)
+    with pytest.raises(cluster.EmulatorError) as raised:
+        cluster.find_bindir()
+    assert "Install the Debian package `postgresql`" in str(raised.value)
+
+
+def test_newest_postgresql_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for version in ("9.6", "15", "17"):
+        (tmp_path / version / "bin").mkdir(parents=True)
+        for program in ("initdb", "postgres"):
+            (tmp_path / version / "bin" / program).touch()
+    monkeypatch.setattr(cluster, "DEBIAN_VERSIONS", tmp_path)
+    assert cluster.find_bindir() == tmp_path / "17" / "bin"
+
+
+def test_startup_message_round_trips() -> None:
+    packet = startup_message(PROTOCOL_3, {"user": "myuser@demo-single", "database": "postgres", "options": "-c a=b"})
+    (length,) = struct.unpack("!I", packet[:4])
+    assert length == len(packet)
+    assert parse_startup(packet[4:]) == (
+        PROTOCOL_3,
+        {"user": "myuser@demo-single", "database": "postgres", "options": "-c a=b"},
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        struct.pack("!I", PROTOCOL_3) + b"user\0x\0",  # no final terminator
+        struct.pack("!I", PROTOCOL_3) + b"user\0\0",  # a key without a value
+    ],
+)
+def test_malformed_startup_is_refused(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        parse_startup(body)
+
+
+def test_error_response_carries_severity_code_and_message() -> None:
+    packet = error_response("28P01", 'password authentication failed for user "x"')
+    assert packet[:1] == b"E"
+    assert struct.unpack("!I", packet[1:5])[0] == len(packet) - 1
+    assert parse_fields(packet[5:]) == {
+        "S": "FATAL",
+        "V": "FATAL",
+        "C": "28P01",
+        "M": 'password authentication failed for user "x"',
+    }
+
+
+WALKTHROUGH = (
+    b"SET aad_validate_oids_in_tenant = off;\n"
+    b"CREATE ROLE myuser WITH LOGIN PASSWORD 'CLIENT_ID' IN ROLE azure_ad_user;\0"
+)
+
+
+def test_single_server_setting_is_renamed_in_a_simple_query() -> None:
+    assert rewrite_aad_setting(b"Q", WALKTHROUGH) == (
+        b"SET azure.aad_validate_oids_in_tenant = off;\n"
+        b"CREATE ROLE myuser WITH LOGIN PASSWORD 'CLIENT_ID' IN ROLE azure_ad_user;\0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        (b"set AAD_VALIDATE_OIDS_IN_TENANT to off", b"set azure.aad_validate_oids_in_tenant to off"),
+        (b"SET SESSION aad_validate_oids_in_tenant=off", b"SET SESSION azure.aad_validate_oids_in_tenant=off"),
+        (b"SET LOCAL aad_validate_oids_in_tenant = off", b"SET LOCAL azure.aad_validate_oids_in_tenant = off"),
+        (b"RESET aad_validate_oids_in_tenant", b"RESET azure.aad_validate_oids_in_tenant"),
+        (b"SELECT 1; SET aad_validate_oids_in_tenant = off", b"SELECT 1; SET azure.aad_validate_oids_in_tenant = off"),
+        # Only the setting at the start of a statement: data and other names stay as they are.
+        (b"SELECT 'aad_validate_oids_in_tenant'", b"SELECT 'aad_validate_oids_in_tenant'"),
+        (b"SET aad_validate_oids_in_tenant_x = 1", b"SET aad_validate_oids_in_tenant_x = 1"),
+        (b"SET search_path = aad_validate_oids_in_tenant", b"SET search_path = aad_validate_oids_in_tenant"),
+    ],
+)
+def test_single_server_setting_is_renamed_only_where_it_is_set(sql: bytes, expected: bytes) -> None:
+    assert rewrite_aad_setting(b"Q", sql + b"\0") == expected + b"\0"
+
+
+def test_single_server_setting_is_renamed_in_a_parse_message() -> None:
+    tail = struct.pack("!h", 0)
+    body = b"stmt1\0SET aad_validate_oids_in_tenant = off\0" + tail
+    assert rewrite_aad_setting(b"P", body) == b"stmt1\0SET azure.aad_validate_oids_in_tenant = off\0" + tail
+
+
+def test_other_messages_pass_unchanged() -> None:
+    body = b"\0\0\0\0SET aad_validate_oids_in_tenant = off"
+    assert rewrite_aad_setting(b"d", body) == body
+
+
+def test_scram_verifier_matches_the_password_it_was_made_from() -> None:
+    assert scram_matches(VERIFIER, CLIENT_ID)
+    assert not scram_matches(VERIFIER, CLIENT_ID.upper())
+
+
+@pytest.mark.parametrize(
+    "verifier",
+    [
+        VERIFIER.replace("dgvv", "Dgvv"),  # another StoredKey
+        "md5" + "0" * 32,  # md5 verifiers are not accepted
+        "SCRAM-SHA-256$4096:not base64!$x:y",
+        "",
+        None,
+    ],
+)
+def test_scram_verifier_refuses_anything_else(verifier: str | None) -> None:
+    assert not scram_matches(verifier, CLIENT_ID)
