@@ -1,8 +1,68 @@
-"""Placeholder until the `emulator` commands land."""
+"""`provision emulator`: the local Azure stack, for tests, the demo and offline pipelines."""
 
 import click
 
 
 @click.group()
 def emulator() -> None:
-    """Not built yet."""
+    """The local Azure stack: Resource Manager, the Instance Metadata Service and Azure Database for
+    PostgreSQL (Single and Flexible Server), on loopback, so everything runs without Azure."""
+
+
+@emulator.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    help="State directory (CA, keys, env.sh, requests.jsonl, database files); kept, and its CA reused, on the"
+    " next start. Default: a new temporary directory, removed on exit.",
+)
+@click.option(
+    "--port-base",
+    type=click.IntRange(0, 65532),
+    default=0,
+    show_default=True,
+    help="0: free ports. N: Resource Manager N, IMDS N+1, Single Server N+2, Flexible Server N+3.",
+)
+@click.option(
+    "--operation-seconds",
+    type=click.FloatRange(min=0),
+    default=4.0,
+    show_default=True,
+    help="How long a VM or scale set update stays InProgress (real Compute takes about 4 s).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Loopback address to listen on: 127.0.0.1 or ::1. Any other address is refused.",
+)
+def start(directory: str | None, port_base: int, operation_seconds: float, host: str) -> None:
+    """Run the local Azure stack in the foreground until SIGTERM or Ctrl-C.
+
+    It prints `export NAME=value` lines for every variable a client needs, writes the same to
+    DIR/env.sh, then prints `# ready`. In another shell:
+
+    \b
+      . DIR/env.sh
+      provision identity create -g myResourceGroup -n myIdentity --vm myVM
+
+    The seed world: subscription $AZURE_SUBSCRIPTION_ID, resource group myResourceGroup, VM myVM with
+    a system-assigned identity (the operator, whose tokens IMDS hands out by default) and the
+    user-assigned identity existingIdentity, and scale set myScaleSet (Manual upgrade policy).
+    Tests drive it through https://.../_emulator/ (reset, faults, settings, requests).
+    """
+    from pathlib import Path
+
+    from provision.emulator import stack
+
+    with stack.stop_signals() as stopped:
+        running = stack.start(Path(directory) if directory else None, port_base, operation_seconds, host)
+        try:
+            for line in running.export_lines():
+                click.echo(line)
+            click.echo("# ready")
+            while not stopped.wait(1.0):
+                pass
+        finally:
+            running.close()

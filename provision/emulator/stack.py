@@ -1,0 +1,130 @@
+"""Starts and stops the local Azure stack: Resource Manager, the Instance Metadata Service and, when
+the database part is present, the emulated Azure Database for PostgreSQL servers.
+
+Ports: with port_base 0 every service takes a free port; otherwise Resource Manager = N, IMDS = N+1,
+Single Server = N+2, Flexible Server = N+3. Everything listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provision.emulator import arm, databases, imds, seed
+from provision.emulator.keys import Authority
+from provision.emulator.world import World
+from provision.errors import EmulatorError, InvalidInput
+
+DEFAULT_TOKEN_LIFETIME = 86399  # what real IMDS answers in expires_in
+# The addresses the server certificate names (keys.Authority.server_context).
+LOOPBACK_HOSTS = ("127.0.0.1", "::1")
+
+
+@dataclass
+class Stack:
+    directory: Path
+    exports: dict[str, str]
+    world: World
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def export_lines(self) -> list[str]:
+        return [f"export {name}={shlex.quote(value)}" for name, value in self.exports.items()]
+
+    def close(self) -> None:
+        """Stop every service, newest first; each one is stopped even if another fails."""
+        while self.closers:
+            closer = self.closers.pop()
+            try:
+                closer()
+            except Exception as error:  # the others must still stop
+                print(f"error while stopping: {error}", file=sys.stderr)
+
+
+def start(directory: Path | None, port_base: int, operation_seconds: float, host: str = "127.0.0.1") -> Stack:
+    """Start every service and write DIR/env.sh. Without `directory`, a new temporary one is made and
+    removed again by `close()`. VM and scale set updates stay InProgress for `operation_seconds`."""
+    if host not in LOOPBACK_HOSTS:
+        raise InvalidInput(
+            f"--host {host}: the local Azure stack listens on loopback only ({' or '.join(LOOPBACK_HOSTS)})"
+        )
+    if port_base and not 1 <= port_base <= 65532:
+        raise InvalidInput(f"--port-base {port_base}: expected 0 (free ports) or 1-65532")
+    stack = Stack(Path(), {}, World(operation_seconds, DEFAULT_TOKEN_LIFETIME))
+    if directory is None:
+        created = Path(tempfile.mkdtemp(prefix="provision-emulator-"))
+        stack.closers.append(lambda: shutil.rmtree(created, ignore_errors=True))
+        # The database servers run as the `postgres` user, which must be able to enter it.
+        created.chmod(0o755)
+        directory = created
+    stack.directory = directory = directory.resolve()
+    try:
+        _start_services(stack, port_base, host)
+    except BaseException as error:
+        stack.close()
+        if isinstance(error, OSError):
+            raise EmulatorError(f"the local Azure stack could not start: {error}") from error
+        raise
+    (directory / "env.sh").write_text("".join(line + "\n" for line in stack.export_lines()))
+    return stack
+
+
+def _start_services(stack: Stack, port_base: int, host: str) -> None:
+    directory, world = stack.directory, stack.world
+    authority = Authority.load_or_create(directory)
+    log = arm.RequestLog(directory / "requests.jsonl")
+    stack.closers.append(log.close)
+    faults = arm.Faults()
+    url_host = f"[{host}]" if ":" in host else host
+    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log)
+    stack.closers.append(arm_server.stop)
+    imds_server = imds.serve(host, _port(port_base, 1), authority, world, faults, log)
+    stack.closers.append(imds_server.stop)
+    stack.exports.update(
+        PROVISION_ARM_ENDPOINT=f"https://{url_host}:{arm_server.port}",
+        AZURE_SUBSCRIPTION_ID=seed.SUBSCRIPTION_ID,
+        REQUESTS_CA_BUNDLE=str(authority.ca_path),
+        AZURE_POD_IDENTITY_AUTHORITY_HOST=f"http://{url_host}:{imds_server.port}",
+        PGSSLROOTCERT=str(authority.ca_path),
+        PROVISION_EMULATOR_DIR=str(directory),
+    )
+    servers = databases.start(
+        directory,
+        authority,
+        world,
+        host=host,
+        single_port=_port(port_base, 2),
+        flexible_port=_port(port_base, 3),
+    )
+    stack.closers.append(servers.close)
+    world.on_reset(servers.reset)
+    stack.exports.update(servers.exports())
+
+
+def _port(port_base: int, offset: int) -> int:
+    return port_base + offset if port_base else 0
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An event that SIGTERM or SIGINT (Ctrl-C) sets while the block runs, instead of ending the process,
+    so that the services (and the database servers) are always stopped in order."""
+    stopped = threading.Event()
+
+    def stop(signum: int, frame: Any) -> None:
+        stopped.set()
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stopped
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

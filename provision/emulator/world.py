@@ -1,0 +1,660 @@
+"""The emulated Azure world: one subscription with its resource groups, user-assigned identities,
+virtual machines and scale sets, and the long-running operations that update them.
+
+Everything is in memory, guarded by one lock, and answers in Resource Manager's JSON shapes. Names
+are matched case-insensitively like Azure does, and resources keep the casing they were created
+with. A machine's update is applied at once (GET shows it, with provisioningState `Updating`) and
+becomes effective when its operation ends: only then does the Instance Metadata Service hand out
+tokens for a newly attached identity, and a failed operation puts the earlier identities back.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from provision.emulator import seed
+
+VIRTUAL_MACHINES = "virtualMachines"
+SCALE_SETS = "virtualMachineScaleSets"
+MACHINE_KINDS = (VIRTUAL_MACHINES, SCALE_SETS)
+
+# The seed's user-assigned identity keeps fixed ids so that logs and test output stay comparable.
+EXISTING_CLIENT_ID = "3f0c2d5e-8a41-4b7c-9e26-51d8a7b4c0f3"
+EXISTING_PRINCIPAL_ID = "b7e2a9c4-1d53-4f08-a6e7-2c9f4b8d1e50"
+VM_UNIQUE_ID = "0f47b100-583c-48e3-a4c0-aefc2c9bbcc1"
+SCALE_SET_UNIQUE_ID = "a3d91c6e-52b7-4e0f-8c14-9b6e2f7d3a85"
+
+IDENTITY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+class ArmError(Exception):
+    """An answer in Resource Manager's error shape: `{"error": {"code", "message"}}`."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+@dataclass
+class ManagedIdentity:
+    """What an access token says about an identity (see Authority.mint_token). Never changed once made."""
+
+    name: str
+    client_id: str
+    principal_id: str
+    resource_id: str
+
+    def token_subject(self) -> dict[str, str]:
+        return {"client_id": self.client_id, "principal_id": self.principal_id, "resource_id": self.resource_id}
+
+
+@dataclass
+class UserAssignedIdentity:
+    resource_group: str
+    name: str
+    location: str
+    tags: dict[str, str]
+    client_id: str
+    principal_id: str
+
+    @property
+    def id(self) -> str:
+        # Azure answers with lower-case `resourcegroups` whatever the request said.
+        return (
+            f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourcegroups/{self.resource_group}"
+            f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{self.name}"
+        )
+
+    def managed_identity(self) -> ManagedIdentity:
+        return ManagedIdentity(self.name, self.client_id, self.principal_id, self.id)
+
+    def to_arm(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "type": "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "location": self.location,
+            "tags": dict(self.tags),
+            "properties": {
+                "isolationScope": "None",
+                "tenantId": seed.TENANT_ID,
+                "principalId": self.principal_id,
+                "clientId": self.client_id,
+            },
+        }
+
+
+@dataclass
+class Assignment:
+    """A user-assigned identity as a machine lists it: the id as it was sent, and the identity's ids
+    at the time it was attached."""
+
+    resource_id: str
+    client_id: str
+    principal_id: str
+
+
+@dataclass
+class IdentityState:
+    """The identity-related part of a machine: what an update changes and a failed update restores."""
+
+    system: ManagedIdentity | None = None
+    user: dict[str, Assignment] = field(default_factory=dict)  # keyed by lower-case resource id
+    encryption_identity: str | None = None
+
+    def type_name(self) -> str:
+        parts = (["SystemAssigned"] if self.system else []) + (["UserAssigned"] if self.user else [])
+        return ", ".join(parts) or "None"
+
+
+@dataclass
+class Operation:
+    id: str
+    machine: tuple[str, str, str]
+    started: float
+    ends: float
+    fails: bool
+    previous: IdentityState
+    status: str = "InProgress"
+
+    def to_arm(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"startTime": _iso(self.started), "status": self.status, "name": self.id}
+        if self.status != "InProgress":
+            body["endTime"] = _iso(self.ends)
+        if self.status == "Failed":
+            body["error"] = {
+                "code": "InternalExecutionError",
+                "message": "An internal execution error occurred. Please retry later.",
+            }
+        return body
+
+
+@dataclass
+class Machine:
+    kind: str
+    resource_group: str
+    name: str
+    location: str
+    unique_id: str
+    identity: IdentityState
+    tags: dict[str, str] = field(default_factory=dict)
+    upgrade_mode: str | None = None
+    version: int = 1
+    provisioning_state: str = "Succeeded"
+    operation: Operation | None = None
+
+    @property
+    def id(self) -> str:
+        return _machine_id(self.kind, self.resource_group, self.name)
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+    def effective_identity(self) -> IdentityState:
+        """The identities the machine really has: an update counts once its operation has ended."""
+        return self.operation.previous if self.operation else self.identity
+
+    def to_arm(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "name": self.name,
+            "id": self.id,
+            "type": f"Microsoft.Compute/{self.kind}",
+            "location": self.location,
+            "tags": dict(self.tags),
+            "etag": self.etag,
+        }
+        state = self.identity
+        if state.system or state.user:
+            identity: dict[str, Any] = {"type": state.type_name()}
+            if state.system:
+                identity.update(principalId=state.system.principal_id, tenantId=seed.TENANT_ID)
+            if state.user:
+                identity["userAssignedIdentities"] = {
+                    a.resource_id: {"principalId": a.principal_id, "clientId": a.client_id} for a in state.user.values()
+                }
+            body["identity"] = identity
+        properties: dict[str, Any] = {"provisioningState": self.provisioning_state}
+        if self.kind == VIRTUAL_MACHINES:
+            properties.update(vmId=self.unique_id, hardwareProfile={"vmSize": "Standard_D2s_v3"})
+        else:
+            body["sku"] = {"name": "Standard_D2s_v3", "tier": "Standard", "capacity": 2}
+            properties.update(uniqueId=self.unique_id, upgradePolicy={"mode": self.upgrade_mode or "Manual"})
+        if state.encryption_identity:
+            properties["securityProfile"] = {
+                "encryptionIdentity": {"userAssignedIdentityResourceId": state.encryption_identity}
+            }
+        body["properties"] = properties
+        return body
+
+
+def system_identity(
+    name: str, resource_id: str, client_id: str | None = None, principal_id: str | None = None
+) -> ManagedIdentity:
+    """A machine's system-assigned identity; new ids unless given (Azure makes new ones each time)."""
+    return ManagedIdentity(name, client_id or str(uuid.uuid4()), principal_id or str(uuid.uuid4()), resource_id)
+
+
+class World:
+    """The emulated subscription. Every public method takes the lock and settles finished operations first."""
+
+    def __init__(self, operation_seconds: float, token_lifetime: int) -> None:
+        self._lock = threading.RLock()
+        self._reset_listeners: list[Callable[[], None]] = []
+        self.default_operation_seconds = operation_seconds
+        self.default_token_lifetime = token_lifetime
+        self._seed()
+
+    # -- seed and reset --------------------------------------------------------------------------
+
+    def _seed(self) -> None:
+        self.operation_seconds = self.default_operation_seconds
+        self.token_lifetime = self.default_token_lifetime
+        self.resource_groups = {seed.RESOURCE_GROUP.lower(): seed.RESOURCE_GROUP}
+        existing = UserAssignedIdentity(
+            seed.RESOURCE_GROUP,
+            seed.EXISTING_IDENTITY_NAME,
+            seed.LOCATION,
+            {},
+            EXISTING_CLIENT_ID,
+            EXISTING_PRINCIPAL_ID,
+        )
+        self.identities: dict[tuple[str, str], UserAssignedIdentity] = {_key(existing): existing}
+        # A VM created in the portal lists its identities with `resourceGroups`, as the caller sent them.
+        existing_as_sent = existing.id.replace("/resourcegroups/", "/resourceGroups/")
+        vm = Machine(
+            VIRTUAL_MACHINES,
+            seed.RESOURCE_GROUP,
+            seed.VM_NAME,
+            seed.LOCATION,
+            VM_UNIQUE_ID,
+            IdentityState(
+                system=system_identity(
+                    seed.VM_NAME,
+                    _mirid(_machine_id(VIRTUAL_MACHINES, seed.RESOURCE_GROUP, seed.VM_NAME)),
+                    seed.OPERATOR_CLIENT_ID,
+                    seed.OPERATOR_PRINCIPAL_ID,
+                ),
+                user={existing.id.lower(): Assignment(existing_as_sent, existing.client_id, existing.principal_id)},
+            ),
+        )
+        scale_set = Machine(
+            SCALE_SETS,
+            seed.RESOURCE_GROUP,
+            seed.VMSS_NAME,
+            seed.LOCATION,
+            SCALE_SET_UNIQUE_ID,
+            IdentityState(),
+            upgrade_mode="Manual",
+        )
+        self.machines: dict[tuple[str, str, str], Machine] = {_key(m): m for m in (vm, scale_set)}
+        self.operations: dict[str, Operation] = {}
+
+    def on_reset(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after every reset (the database servers drop the roles tests made)."""
+        with self._lock:
+            self._reset_listeners.append(listener)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seed()
+            listeners = list(self._reset_listeners)
+        for listener in listeners:
+            listener()
+
+    def configure(self, operation_seconds: float | None = None, token_lifetime: int | None = None) -> dict[str, Any]:
+        with self._lock:
+            if operation_seconds is not None:
+                self.operation_seconds = operation_seconds
+            if token_lifetime is not None:
+                self.token_lifetime = token_lifetime
+            return {"operation_seconds": self.operation_seconds, "token_lifetime": self.token_lifetime}
+
+    # -- subscription and resource groups ------------------------------------------------------------
+
+    def check_scope(self, subscription: str, resource_group: str | None = None) -> None:
+        if subscription.lower() != seed.SUBSCRIPTION_ID:
+            raise ArmError(404, "SubscriptionNotFound", f"The subscription '{subscription}' could not be found.")
+        if resource_group is not None and resource_group.lower() not in self.resource_groups:
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{resource_group}' could not be found.")
+
+    def subscription(self, subscription: str) -> dict[str, Any]:
+        self.check_scope(subscription)
+        return {
+            "id": f"/subscriptions/{seed.SUBSCRIPTION_ID}",
+            "subscriptionId": seed.SUBSCRIPTION_ID,
+            "tenantId": seed.TENANT_ID,
+            "displayName": "provision emulator",
+            "state": "Enabled",
+        }
+
+    def resource_group(self, subscription: str, resource_group: str) -> dict[str, Any]:
+        with self._lock:
+            self.check_scope(subscription, resource_group)
+            name = self.resource_groups[resource_group.lower()]
+            return {
+                "id": f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourceGroups/{name}",
+                "name": name,
+                "type": "Microsoft.Resources/resourceGroups",
+                "location": seed.LOCATION,
+                "properties": {"provisioningState": "Succeeded"},
+            }
+
+    # -- user-assigned identities --------------------------------------------------------------------
+
+    def get_identity(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            return self._identity(subscription, resource_group, name).to_arm()
+
+    def list_identities(self, subscription: str, resource_group: str) -> dict[str, Any]:
+        with self._lock:
+            self.check_scope(subscription, resource_group)
+            found = [i for (rg, _), i in sorted(self.identities.items()) if rg == resource_group.lower()]
+            return {"value": [i.to_arm() for i in found]}
+
+    def put_identity(
+        self, subscription: str, resource_group: str, name: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or update; returns the resource and whether it was created."""
+        with self._lock:
+            self.check_scope(subscription, resource_group)
+            _check_identity_name(name)
+            location = body.get("location")
+            if not isinstance(location, str) or not location:
+                raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
+            location = _normal_location(location)
+            tags = _tags(body.get("tags"))
+            found = self.identities.get((resource_group.lower(), name.lower()))
+            if found is not None:
+                if found.location != location:
+                    raise ArmError(
+                        400,
+                        "InvalidResourceLocation",
+                        f"The resource '{found.name}' already exists in location '{found.location}' in resource"
+                        f" group '{found.resource_group}'. A resource with the same name cannot be created in"
+                        f" location '{location}'. Please select a new resource name.",
+                    )
+                found.tags = tags
+                return found.to_arm(), False
+            created = UserAssignedIdentity(
+                self.resource_groups[resource_group.lower()],
+                name,
+                location,
+                tags,
+                str(uuid.uuid4()),
+                str(uuid.uuid4()),
+            )
+            self.identities[_key(created)] = created
+            return created.to_arm(), True
+
+    def patch_identity(self, subscription: str, resource_group: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            found = self._identity(subscription, resource_group, name)
+            if "tags" in body:
+                found.tags = _tags(body["tags"])
+            return found.to_arm()
+
+    def delete_identity(self, subscription: str, resource_group: str, name: str) -> bool:
+        """Delete; returns whether it existed. Machines keep listing it, as in Azure."""
+        with self._lock:
+            self.check_scope(subscription, resource_group)
+            return self.identities.pop((resource_group.lower(), name.lower()), None) is not None
+
+    def find_identity_by_name(self, name: str) -> ManagedIdentity | None:
+        """A user-assigned identity of that name in any resource group."""
+        with self._lock:
+            for identity in self.identities.values():
+                if identity.name.lower() == name.lower():
+                    return identity.managed_identity()
+            return None
+
+    def identity_by_client_id(self, client_id: str) -> ManagedIdentity | None:
+        """A user-assigned identity, or a machine's system-assigned one, with that client (app) id."""
+        with self._lock:
+            self._settle()
+            for identity in self.identities.values():
+                if identity.client_id.lower() == client_id.lower():
+                    return identity.managed_identity()
+            for machine in self.machines.values():
+                system = machine.effective_identity().system
+                if system and system.client_id.lower() == client_id.lower():
+                    return system
+            return None
+
+    def _identity(self, subscription: str, resource_group: str, name: str) -> UserAssignedIdentity:
+        self.check_scope(subscription, resource_group)
+        found = self.identities.get((resource_group.lower(), name.lower()))
+        if found is None:
+            raise _not_found("Microsoft.ManagedIdentity/userAssignedIdentities", name, resource_group)
+        return found
+
+    # -- virtual machines and scale sets ---------------------------------------------------------------
+
+    def get_machine(self, subscription: str, kind: str, resource_group: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            self._settle()
+            return self._machine(subscription, kind, resource_group, name).to_arm()
+
+    def update_machine(
+        self,
+        subscription: str,
+        kind: str,
+        resource_group: str,
+        name: str,
+        body: dict[str, Any],
+        if_match: str | None,
+        fails: bool = False,
+    ) -> tuple[dict[str, Any], str]:
+        """A PATCH: checks the precondition, applies the change and starts its operation.
+
+        Returns the machine as it now reads (provisioningState `Updating`) and the operation id."""
+        with self._lock:
+            self._settle()
+            machine = self._machine(subscription, kind, resource_group, name)
+            if if_match is not None and if_match.strip() != "*" and _unquote(if_match) != str(machine.version):
+                raise ArmError(412, "PreconditionFailed", f"The specified precondition 'If-Match = {if_match}' failed.")
+            if machine.operation is not None:
+                raise ArmError(
+                    409,
+                    "Conflict",
+                    "The request failed due to conflict with a concurrent request. Retry after the operation"
+                    f" {machine.operation.id} on '{machine.name}' has completed.",
+                )
+            updated = self._apply_patch(machine, body)
+            now = time.time()
+            operation = Operation(
+                str(uuid.uuid4()), _key(machine), now, now + self.operation_seconds, fails, machine.identity
+            )
+            self.operations[operation.id] = operation
+            machine.identity = updated
+            machine.operation = operation
+            machine.provisioning_state = "Updating"
+            machine.version += 1
+            return machine.to_arm(), operation.id
+
+    def operation_status(self, subscription: str, operation_id: str) -> dict[str, Any]:
+        with self._lock:
+            self._settle()
+            self.check_scope(subscription)
+            operation = self.operations.get(operation_id)
+            if operation is None:
+                raise ArmError(404, "OperationNotFound", f"The operation '{operation_id}' could not be found.")
+            return operation.to_arm()
+
+    def change_concurrently(
+        self, subscription: str, kind: str, resource_group: str, name: str, identity_id: str | None
+    ) -> None:
+        """Someone else's quick change to a machine (a new etag; attaches `identity_id` if given)."""
+        with self._lock:
+            self._settle()
+            machine = self._machine(subscription, kind, resource_group, name)
+            if identity_id:
+                found = self._identity_by_id(identity_id)
+                machine.identity.user[identity_id.lower()] = Assignment(
+                    identity_id, found.client_id, found.principal_id
+                )
+            else:
+                machine.tags["changedBy"] = "someone-else"
+            machine.version += 1
+
+    def vm_identities(self) -> tuple[ManagedIdentity | None, list[ManagedIdentity]]:
+        """What the Instance Metadata Service of myVM can issue tokens for: its system-assigned identity
+        and the user-assigned identities attached to it that still exist."""
+        with self._lock:
+            self._settle()
+            vm = self.machines[(VIRTUAL_MACHINES, seed.RESOURCE_GROUP.lower(), seed.VM_NAME.lower())]
+            state = vm.effective_identity()
+            by_id = {i.id.lower(): i for i in self.identities.values()}
+            user = [by_id[key].managed_identity() for key in state.user if key in by_id]
+            return state.system, user
+
+    def _machine(self, subscription: str, kind: str, resource_group: str, name: str) -> Machine:
+        self.check_scope(subscription, resource_group)
+        found = self.machines.get((kind, resource_group.lower(), name.lower()))
+        if found is None:
+            raise _not_found(f"Microsoft.Compute/{kind}", name, resource_group)
+        return found
+
+    def _identity_by_id(self, resource_id: str) -> UserAssignedIdentity:
+        for identity in self.identities.values():
+            if identity.id.lower() == resource_id.lower():
+                return identity
+        raise ArmError(
+            400,
+            "FailedIdentityOperation",
+            f"Identity operation for resource failed with error 'Failed to perform resource identity operation."
+            f" Status: 'NotFound'. Response: 'The user-assigned identity '{resource_id}' was not found.''.",
+        )
+
+    def _apply_patch(self, machine: Machine, body: dict[str, Any]) -> IdentityState:
+        """Validates a PATCH body, then applies its tags and upgrade policy and returns the identity
+        state it asks for, with Azure's rules: `type` is authoritative, the `userAssignedIdentities` map
+        is merged and null removes an entry. Nothing changes when the body is refused."""
+        tags = _tags(body["tags"]) if "tags" in body else machine.tags
+        properties = body.get("properties") or {}
+        mode = (properties.get("upgradePolicy") or {}).get("mode") if machine.kind == SCALE_SETS else None
+        if mode is not None and mode not in ("Manual", "Automatic", "Rolling"):
+            raise _invalid("properties.upgradePolicy.mode", mode)
+        state = copy.deepcopy(machine.identity)
+        identity = body.get("identity")
+        if identity is not None:
+            if not isinstance(identity, dict):
+                raise _invalid("identity", identity)
+            state = _merge_identity(machine, state, identity, self._identity_by_id)
+        encryption = (properties.get("securityProfile") or {}).get("encryptionIdentity")
+        if encryption is not None:
+            wanted = encryption.get("userAssignedIdentityResourceId")
+            if wanted and wanted.lower() not in state.user:
+                raise ArmError(
+                    400,
+                    "InvalidParameter",
+                    f"The user-assigned identity '{wanted}' in securityProfile.encryptionIdentity is not"
+                    f" assigned to '{machine.name}'.",
+                )
+            state.encryption_identity = wanted or None
+        if state.encryption_identity and state.encryption_identity.lower() not in state.user:
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"The user-assigned identity '{state.encryption_identity}' cannot be removed from"
+                f" '{machine.name}': securityProfile.encryptionIdentity uses it.",
+            )
+        machine.tags = tags
+        machine.upgrade_mode = mode or machine.upgrade_mode
+        return state
+
+    def _settle(self) -> None:
+        now = time.time()
+        for machine in self.machines.values():
+            operation = machine.operation
+            if operation is None or operation.ends > now:
+                continue
+            machine.operation = None
+            if operation.fails:
+                operation.status = "Failed"
+                machine.identity = operation.previous
+                machine.provisioning_state = "Failed"
+                machine.version += 1
+            else:
+                operation.status = "Succeeded"
+                machine.provisioning_state = "Succeeded"
+
+
+def _merge_identity(
+    machine: Machine,
+    state: IdentityState,
+    identity: dict[str, Any],
+    lookup: Callable[[str], UserAssignedIdentity],
+) -> IdentityState:
+    raw_type = identity.get("type")
+    if not isinstance(raw_type, str):
+        raise ArmError(400, "InvalidParameter", "Required parameter 'identity.type' is missing (null).")
+    parts = {p.strip().lower() for p in raw_type.split(",")}
+    if parts == {"none"}:
+        parts = set()
+    if not parts <= {"systemassigned", "userassigned"}:
+        raise _invalid("identity.type", raw_type)
+    changes = identity.get("userAssignedIdentities") or {}
+    if not isinstance(changes, dict):
+        raise _invalid("identity.userAssignedIdentities", changes)
+    if "systemassigned" not in parts:
+        state.system = None
+    elif state.system is None:
+        state.system = system_identity(machine.name, _mirid(machine.id))
+    if "userassigned" not in parts:
+        if any(value is not None for value in changes.values()):
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"userAssignedIdentities can only be given when identity.type includes UserAssigned, not '{raw_type}'.",
+            )
+        state.user = {}
+        return state
+    for resource_id, value in changes.items():
+        if value is None:
+            state.user.pop(resource_id.lower(), None)
+        elif resource_id.lower() not in state.user:
+            found = lookup(resource_id)
+            state.user[resource_id.lower()] = Assignment(resource_id, found.client_id, found.principal_id)
+    if not state.user:
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            f"identity.type '{raw_type}' needs at least one entry in userAssignedIdentities.",
+        )
+    return state
+
+
+def _key(resource: UserAssignedIdentity | Machine) -> Any:
+    if isinstance(resource, Machine):
+        return (resource.kind, resource.resource_group.lower(), resource.name.lower())
+    return (resource.resource_group.lower(), resource.name.lower())
+
+
+def _machine_id(kind: str, resource_group: str, name: str) -> str:
+    # Compute answers with `resourceGroups` as created, unlike Managed Identity.
+    return (
+        f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.Compute/{kind}/{name}"
+    )
+
+
+def _mirid(resource_id: str) -> str:
+    """A resource id as tokens carry it in xms_mirid: with lower-case `resourcegroups`."""
+    return resource_id.replace("/resourceGroups/", "/resourcegroups/")
+
+
+def _not_found(resource_type: str, name: str, resource_group: str) -> ArmError:
+    return ArmError(
+        404,
+        "ResourceNotFound",
+        f"The Resource '{resource_type}/{name}' under resource group '{resource_group}' was not found.",
+    )
+
+
+def _invalid(parameter: str, value: Any) -> ArmError:
+    return ArmError(400, "InvalidParameter", f"The value '{value}' of parameter '{parameter}' is not valid.")
+
+
+def _check_identity_name(name: str) -> None:
+    if not (3 <= len(name) <= 128 and name[0].isalnum() and set(name) <= IDENTITY_NAME_CHARS):
+        raise ArmError(
+            400,
+            "InvalidResourceName",
+            f"Resource name '{name}' is invalid. The name can be 3-128 characters long: letters, digits,"
+            " hyphens and underscores, starting with a letter or digit.",
+        )
+
+
+def _tags(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _invalid("tags", value)
+    return dict(value)
+
+
+def _normal_location(location: str) -> str:
+    return location.replace(" ", "").lower()
+
+
+def _unquote(etag: str) -> str:
+    etag = etag.strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"')
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}+00:00"

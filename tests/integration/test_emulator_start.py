@@ -1,0 +1,91 @@
+"""`provision emulator start` as a user runs it: exports, env.sh, fixed ports, loopback only, clean stop."""
+
+from __future__ import annotations
+
+import random
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+START = [sys.executable, "-m", "provision", "emulator", "start"]
+
+
+def free_port_base() -> int:
+    """A port N with N..N+3 free right now."""
+    for _ in range(50):
+        base = random.randrange(20000, 60000)
+        probes = [socket.socket() for _ in range(4)]
+        try:
+            for offset, probe in enumerate(probes):
+                probe.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise AssertionError("no four free ports in a row")
+
+
+def test_start_prints_exports_writes_env_sh_and_stops_on_sigterm():
+    base = free_port_base()
+    process = subprocess.Popen(
+        [*START, "--port-base", str(base), "--operation-seconds", "0"], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    try:
+        lines = []
+        for line in process.stdout:
+            if line.strip() == "# ready":
+                break
+            lines.append(line.rstrip("\n"))
+        exports = dict(shlex.split(line[len("export ") :])[0].split("=", 1) for line in lines)
+        directory = Path(exports["PROVISION_EMULATOR_DIR"])
+        assert (directory / "env.sh").read_text().splitlines() == lines
+        assert exports["PROVISION_ARM_ENDPOINT"] == f"https://127.0.0.1:{base}"
+        assert exports["AZURE_POD_IDENTITY_AUTHORITY_HOST"] == f"http://127.0.0.1:{base + 1}"
+        assert exports["REQUESTS_CA_BUNDLE"] == exports["PGSSLROOTCERT"] == str(directory / "ca.pem")
+        assert (exports["PROVISION_SINGLE_PORT"], exports["PROVISION_FLEX_PORT"]) == (str(base + 2), str(base + 3))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        # A temporary state directory goes away with the stack.
+        assert not directory.exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_other_addresses_than_loopback_are_refused():
+    result = subprocess.run([*START, "--host", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "loopback only" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_port_in_use_is_a_clean_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*START, "--dir", str(tmp_path), "--port-base", str(port)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: the local Azure stack could not start")
+    assert "Traceback" not in result.stderr
+
+
+def test_run_merges_the_emulator_environment_with_extra_variables(emulator):
+    # The emulator's AZURE_SUBSCRIPTION_ID passes the root's validation; an override replaces it.
+    passes = emulator.run("emulator", "start", "--host", "0.0.0.0")
+    assert (passes.returncode, "loopback only" in passes.stderr) == (2, True)
+    overridden = emulator.run("emulator", "start", "--host", "0.0.0.0", env={"AZURE_SUBSCRIPTION_ID": "not-a-guid"})
+    assert (overridden.returncode, "--subscription" in overridden.stderr) == (2, True)
