@@ -382,7 +382,11 @@ def test_psql_cancels_a_running_query(servers: Servers) -> None:
     session = subprocess.Popen(argv, env=servers.psql_env(servers.token()), stderr=subprocess.PIPE, text=True)
     with servers.admin("flexible") as watcher:
         running = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'"
+        deadline = time.monotonic() + 10
         while watcher.execute(running).fetchone() != (1,):
+            if time.monotonic() > deadline or session.poll() is not None:
+                session.kill()
+                pytest.fail(f"the query never ran: {session.communicate()[1]}")
             time.sleep(0.02)
     session.send_signal(signal.SIGINT)
     _, stderr = session.communicate(timeout=10)
