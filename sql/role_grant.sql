@@ -1,0 +1,5 @@
+-- name: connect
+GRANT CONNECT ON DATABASE {database} TO {role}
+
+-- name: member
+GRANT {group} TO {role}

@@ -1,0 +1,48 @@
+-- name: role
+-- The role, its direct memberships, and whether it holds CONNECT on this database by an explicit grant.
+SELECT
+    r.oid,
+    r.rolcanlogin AS can_login,
+    ARRAY(
+        SELECT g.rolname::text
+        FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+        WHERE m.member = r.oid
+        ORDER BY 1
+    ) AS member_of,
+    EXISTS (
+        SELECT 1
+        FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a
+        WHERE d.datname = pg_catalog.current_database() AND a.grantee = r.oid AND a.privilege_type = 'CONNECT'
+    ) AS connect_granted,
+    pg_catalog.pg_has_role(current_user, r.oid, 'USAGE') AS admin_has_privileges
+FROM pg_catalog.pg_roles r
+WHERE r.rolname = %(role)s
+
+-- name: verifier
+-- The stored password verifier (SCRAM or md5); only superusers may read pg_authid.
+SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = %(role)s
+
+-- name: principal
+-- Flexible Server: the Entra principal registered under this role name, if any.
+SELECT * FROM pgaadauth_list_principals(false) WHERE rolname = %(role)s
+
+-- name: dependencies
+-- What the role owns ('o') or holds privileges on ('a', 'r', 'i'), in every database. Objects are
+-- described only where this connection can see their catalogs: here, or shared objects.
+SELECT
+    s.deptype = 'o' AS owned,
+    d.datname::text AS database,
+    s.dbid IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())) AS here,
+    CASE
+        WHEN s.dbid IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()))
+        THEN pg_catalog.pg_describe_object(s.classid, s.objid, s.objsubid)
+    END AS object
+FROM pg_catalog.pg_shdepend s LEFT JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+    AND s.refobjid = %(oid)s
+    AND s.deptype IN ('o', 'a', 'r', 'i')
+ORDER BY 1 DESC, 2, 4
+
+-- name: existing
+-- Which of the named roles exist.
+SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY(%(roles)s)

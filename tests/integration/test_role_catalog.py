@@ -1,0 +1,303 @@
+"""The role library against a real PostgreSQL catalog: a throwaway cluster where the Entra administrator
+is, as on Azure, a CREATEROLE role that is not a superuser.
+
+The database `postgres` looks like a Single Server (the role azure_ad_user; the admin does not own
+the database). The database `flex` also has stand-ins for Flexible Server's pgaadauth functions, and
+the admin owns it. Single Server's `SET aad_validate_oids_in_tenant` exists only behind the emulator's
+gateway, so creating Single Server roles is tested in test_role_cli.py."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from provision.cloud import get_cloud
+from provision.db import admin, roles
+from provision.db.roles import IdentityIds, RoleRequest
+from provision.db.target import Target
+from provision.emulator.cluster import SUPERUSER, Clusters
+from provision.errors import Conflict, NotFound, ProvisionError
+
+CLIENT_ID = "0b5e8f3a-1c2d-4e6f-8a9b-c0d1e2f3a4b5"
+OBJECT_ID = "6d1f0c2e-3b4a-4c5d-9e8f-7a6b5c4d3e2f"
+OTHER_ID = "11111111-2222-4333-8444-555555555555"
+
+# Stand-ins with Flexible Server's signatures; the registration lives in the role's shared comment,
+# so it goes away with the role like Azure's security label does.
+PGAADAUTH = """
+CREATE FUNCTION pgaadauth_create_principal_with_oid(rolename text, objectid text, objecttype text,
+    isadmin boolean, ismfa boolean) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+    EXECUTE format('CREATE ROLE %I LOGIN', rolename);
+    EXECUTE format('COMMENT ON ROLE %I IS %L', rolename, 'aad:' || objecttype || ':' || objectid);
+    RETURN 'Created role for ' || rolename;
+END $$;
+CREATE FUNCTION pgaadauth_list_principals(isadminvalue boolean)
+RETURNS TABLE(rolname name, principaltype text, objectid text, tenantid text, ismfa integer, isadmin integer)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT r.rolname, split_part(d.description, ':', 2), split_part(d.description, ':', 3), NULL, 0, 0
+    FROM pg_roles r JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+    WHERE d.description LIKE 'aad:%'
+$$;
+"""
+
+
+class Cluster:
+    """One throwaway cluster from the emulator's cluster helper, reached over its Unix socket."""
+
+    def __init__(self) -> None:
+        self._base = Path(tempfile.mkdtemp(prefix="provision-role-"))
+        self._base.chmod(0o755)  # the server user must be able to enter it
+        self._clusters = Clusters(["catalog"], self._base)
+        self._clusters.start()
+        self.socket_dir = str(self._clusters.socket_dir("catalog"))
+
+    def superuser(self, database: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(host=self.socket_dir, user=SUPERUSER, dbname=database, autocommit=True)
+
+    def target(self, database: str, user: str = "aadadmin") -> Target:
+        return Target(self.socket_dir, user, database=database, sslmode="disable")
+
+    def close(self) -> None:
+        self._clusters.close()
+        shutil.rmtree(self._base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    cluster = Cluster()
+    try:
+        with cluster.superuser() as conn:
+            conn.execute("CREATE ROLE aadadmin LOGIN CREATEROLE")
+            conn.execute("CREATE ROLE azure_ad_user NOLOGIN")
+            conn.execute("GRANT azure_ad_user TO aadadmin WITH ADMIN OPTION")
+            conn.execute("CREATE ROLE app_readers NOLOGIN")
+            conn.execute("CREATE DATABASE flex OWNER aadadmin")
+            # An explicit ACL, so that granting and revoking CONNECT leaves it as it was.
+            conn.execute("GRANT CONNECT ON DATABASE flex TO app_readers")
+        with cluster.superuser("flex") as conn:
+            conn.execute(PGAADAUTH)
+            conn.execute("CREATE TABLE bystander (id int)")
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def admin_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Local connections are trusted; PGPASSWORD keeps the credential chain out of it.
+    monkeypatch.setenv("PGPASSWORD", "unused")
+
+
+@pytest.fixture
+def clean(cluster: Cluster) -> Iterator[None]:
+    yield
+    with cluster.superuser() as conn:
+        for (name,) in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname NOT LIKE 'pg\\_%'"
+            " AND rolname NOT IN ('postgres', 'aadadmin', 'azure_ad_user', 'app_readers')"
+        ).fetchall():
+            for database in ("postgres", "flex"):
+                with cluster.superuser(database) as there:
+                    there.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(psycopg.sql.Identifier(name)))
+            conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(name)))
+
+
+def run(cluster: Cluster, database: str, command: Any, *args: Any, user: str = "aadadmin") -> Any:
+    with admin.connect(cluster.target(database, user), get_cloud("AzureCloud")) as conn:
+        return command(conn, *args)
+
+
+def flex_request(name: str = "myuser", object_id: str = OBJECT_ID, **kwargs: Any) -> RoleRequest:
+    return RoleRequest(name, IdentityIds(object_id=object_id), **kwargs)
+
+
+def catalog(cluster: Cluster) -> dict[str, Any]:
+    """Everything a role command could touch, in both databases."""
+    snapshot: dict[str, Any] = {}
+    with cluster.superuser() as conn:
+        snapshot["roles"] = conn.execute(
+            "SELECT rolname, rolsuper, rolcreaterole, rolcanlogin, rolpassword FROM pg_authid ORDER BY 1"
+        ).fetchall()
+        snapshot["members"] = conn.execute(
+            "SELECT roleid::regrole::text, member::regrole::text FROM pg_auth_members ORDER BY 1, 2"
+        ).fetchall()
+        snapshot["databases"] = conn.execute("SELECT datname, datacl::text FROM pg_database ORDER BY 1").fetchall()
+        snapshot["comments"] = conn.execute("SELECT objoid, description FROM pg_shdescription ORDER BY 1").fetchall()
+    with cluster.superuser("flex") as conn:
+        snapshot["tables"] = conn.execute(
+            "SELECT relname, relowner::regrole::text FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+        ).fetchall()
+    return snapshot
+
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean")]
+
+
+def test_flexible_create_registers_the_object_id_and_grants_connect(cluster: Cluster) -> None:
+    result = run(cluster, "flex", roles.create_role, "flexible", flex_request(member_of=("app_readers",)), False)
+    assert result.changed and [a.verb for a in result.actions] == ["create", "grant", "grant"]
+    assert result.fields["flavor"] == "flexible" and result.fields["objectId"] == OBJECT_ID
+    assert result.fields["statements"] == [
+        f"SELECT * FROM pgaadauth_create_principal_with_oid('myuser', '{OBJECT_ID}', 'service', false, false)",
+        'GRANT CONNECT ON DATABASE "flex" TO "myuser"',
+        'GRANT "app_readers" TO "myuser"',
+    ]
+    shown = run(cluster, "flex", roles.show_role, "flexible", "myuser")
+    assert shown.fields["objectId"] == OBJECT_ID and shown.fields["memberOf"] == ["app_readers"]
+    assert shown.fields["connect"] == "granted" and shown.fields["entra"] is True
+
+    again = run(cluster, "flex", roles.create_role, "flexible", flex_request(member_of=("app_readers",)), False)
+    assert not again.changed and again.fields["statements"] == []
+
+
+def test_another_object_id_is_refused_then_replaced(cluster: Cluster) -> None:
+    run(cluster, "flex", roles.create_role, "flexible", flex_request(member_of=("app_readers",)), False)
+    with pytest.raises(Conflict, match=f"mapped to object id {OBJECT_ID}, not object id {OTHER_ID}"):
+        run(cluster, "flex", roles.create_role, "flexible", flex_request(object_id=OTHER_ID), False)
+
+    replaced = run(
+        cluster, "flex", roles.create_role, "flexible", flex_request(object_id=OTHER_ID, replace=True), False
+    )
+    assert [a.verb for a in replaced.actions] == ["replace", "grant"]
+    assert "no longer a member of app_readers" in replaced.warnings[0]
+    listed = run(cluster, "flex", roles.list_roles, "flexible")
+    assert listed.fields["principals"] == [{"role": "myuser", "type": "service", "objectId": OTHER_ID, "admin": False}]
+
+
+def test_dry_run_prints_the_sql_and_leaves_the_catalog_untouched(cluster: Cluster) -> None:
+    before = catalog(cluster)
+    result = run(cluster, "flex", roles.create_role, "flexible", flex_request(member_of=("app_readers",)), True)
+    assert result.dry_run and result.changed and len(result.fields["statements"]) == 3
+    assert result.actions[0].request == {"sql": [result.fields["statements"][0]]}
+    assert catalog(cluster) == before
+
+
+def test_auto_detection_refuses_a_server_with_both_flavors(cluster: Cluster) -> None:
+    with pytest.raises(ProvisionError, match="choose one with --flavor") as refused:
+        run(cluster, "flex", roles.create_role, "auto", flex_request(), False)
+    assert refused.value.exit_status == 2
+    assert run(cluster, "postgres", roles.list_roles, "auto").fields["flavor"] == "single"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ['x"; DROP ROLE aadadmin; --', "Robert'); DROP TABLE bystander;--", "with  spaces", "ünïcødé ✓", "a$$b$$"],
+)
+def test_hostile_names_create_exactly_one_role_and_change_nothing_else(cluster: Cluster, name: str) -> None:
+    before = catalog(cluster)
+    run(cluster, "flex", roles.create_role, "flexible", flex_request(name), False)
+    after = catalog(cluster)
+    assert {row[0] for row in after["roles"]} - {row[0] for row in before["roles"]} == {name}
+    assert [row for row in before["roles"] if row in after["roles"]] == before["roles"]
+    assert after["tables"] == before["tables"]
+    run(cluster, "flex", roles.drop_role, "flexible", name, False, False)
+    assert catalog(cluster) == before
+
+
+def test_ten_concurrent_creates_make_one_role_and_all_succeed(cluster: Cluster) -> None:
+    results: list[Any] = []
+    failures: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            results.append(run(cluster, "flex", roles.create_role, "flexible", flex_request(), False))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            failures.append(error)
+
+    threads = [threading.Thread(target=create) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert sorted(result.changed for result in results) == [False] * 9 + [True]
+    with cluster.superuser() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'myuser'").fetchone() == (1,)
+
+
+def test_a_role_created_behind_the_lock_is_read_again_not_failed(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with cluster.superuser("flex") as conn:
+        conn.execute(f"SELECT pgaadauth_create_principal_with_oid('myuser', '{OBJECT_ID}', 'service', false, false)")
+    real_read = roles.read_role
+    reads: list[str] = []
+
+    def stale_first(conn: Any, server: Any, name: str) -> Any:
+        reads.append(name)
+        return roles.RoleState(name) if len(reads) == 1 else real_read(conn, server, name)
+
+    monkeypatch.setattr(roles, "read_role", stale_first)
+    result = run(cluster, "flex", roles.create_role, "flexible", flex_request(), False)
+    assert len(reads) == 2
+    assert [action.verb for action in result.actions] == ["noop", "grant"]  # CONNECT was still missing
+
+
+def test_single_server_client_id_is_verified_only_where_verifiers_are_readable(cluster: Cluster) -> None:
+    with cluster.superuser() as conn:
+        conn.execute(f"CREATE ROLE vec LOGIN PASSWORD '{CLIENT_ID}' IN ROLE azure_ad_user")
+    same = RoleRequest("vec", IdentityIds(CLIENT_ID))
+
+    unverified = run(cluster, "postgres", roles.create_role, "auto", same, False)
+    assert not unverified.changed and unverified.fields["clientIdVerified"] is False
+    assert "cannot be checked" in unverified.warnings[0]
+    # The admin does not own `postgres`: CONNECT comes from PUBLIC, and the output says so.
+    assert unverified.actions[1].reason == "the admin may not grant it; the role connects through PUBLIC"
+
+    verified = run(cluster, "postgres", roles.create_role, "auto", same, False, user="postgres")
+    assert verified.actions[0].verb == "noop" and verified.fields["clientIdVerified"] is True
+    with pytest.raises(Conflict, match=f"another client id .* not client id {OTHER_ID}"):
+        run(
+            cluster,
+            "postgres",
+            roles.create_role,
+            "auto",
+            RoleRequest("vec", IdentityIds(OTHER_ID)),
+            False,
+            user="postgres",
+        )
+
+
+def test_roles_that_are_not_entra_roles_are_never_touched(cluster: Cluster) -> None:
+    before = catalog(cluster)
+    for request in (flex_request("app_readers"), flex_request("app_readers", replace=True)):
+        with pytest.raises(Conflict, match="not a Microsoft Entra role"):
+            run(cluster, "flex", roles.create_role, "flexible", request, False)
+    with pytest.raises(Conflict, match="not a Microsoft Entra role"):
+        run(cluster, "flex", roles.drop_role, "flexible", "app_readers", True, False)
+    with pytest.raises(NotFound, match="--member-of: no role named nobody"):
+        run(cluster, "flex", roles.create_role, "flexible", flex_request(member_of=("nobody",)), False)
+    assert catalog(cluster) == before
+
+
+def test_drop_refuses_owned_objects_until_forced_then_gives_them_to_the_admin(cluster: Cluster) -> None:
+    run(cluster, "flex", roles.create_role, "flexible", flex_request(), False)
+    with cluster.superuser("flex") as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.execute('ALTER TABLE orders OWNER TO "myuser"')
+    with pytest.raises(Conflict, match="owns 1 object: table orders"):
+        run(cluster, "flex", roles.drop_role, "flexible", "myuser", False, False)
+
+    dropped = run(cluster, "flex", roles.drop_role, "flexible", "myuser", True, False)
+    assert dropped.fields["statements"] == [
+        'GRANT "myuser" TO CURRENT_USER',
+        'REASSIGN OWNED BY "myuser" TO CURRENT_USER',
+        'DROP OWNED BY "myuser"',
+        'DROP ROLE "myuser"',
+    ]
+    with cluster.superuser("flex") as conn:
+        assert conn.execute("SELECT relowner::regrole::text FROM pg_class WHERE relname = 'orders'").fetchone() == (
+            "aadadmin",
+        )
+        conn.execute("DROP TABLE orders")
+    again = run(cluster, "flex", roles.drop_role, "flexible", "myuser", False, False)
+    assert not again.changed and again.actions[0].reason == "does not exist"
