@@ -1,18 +1,148 @@
-"""Placeholder until the VM-side commands land."""
+"""On the VM: `provision token`, `provision check` and `provision psql`, with the VM's managed identity.
+
+`token` is the only command that prints an access token."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
 
 import click
 
+from provision.cli import Settings, pass_settings
+from provision.cli.options import postgres_options
+from provision.errors import ExitStatus
+from provision.plan import Result
+
+if TYPE_CHECKING:
+    from provision.db.doctor import Diagnosis
+
+client_id_option = click.option(
+    "--client-id",
+    metavar="ID",
+    help="Client id of a user-assigned identity attached to this VM. [default: the VM's system-assigned identity]",
+)
+
+user_option = click.option(
+    "--user", envvar="PGUSER", required=True, help="Role to log in as (Single Server: ROLE@SERVERNAME). [env: PGUSER]"
+)
+
+
+def _client_id(value: str | None) -> str | None:
+    from provision import validate
+
+    return validate.guid(value, "--client-id") if value is not None else None
+
 
 @click.command()
-def token() -> None:
-    """Not built yet."""
+@client_id_option
+@click.option("--resource", metavar="URL", help="Audience of the token. [default: the cloud's database resource]")
+@pass_settings
+def token(settings: Settings, client_id: str | None, resource: str | None) -> None:
+    """Print an access token of this VM's managed identity, and nothing else.
+
+    \b
+    export PGPASSWORD="$(provision token --client-id ID)"
+
+    With -o json: the token, its expiry (expiresOn, epoch seconds) and its claims
+    (aud, appid, oid, tid, exp)."""
+    from provision.azure import imds
+    from provision.cloud import get_cloud
+
+    client_id = _client_id(client_id)
+    resource = imds.resource_url(resource) if resource is not None else get_cloud(settings.cloud).database_resource
+    access = imds.access_token(resource, client_id)
+    if settings.output == "json":
+        claims = imds.decode_claims(access.token)
+        fields = {
+            "accessToken": access.token,
+            "expiresOn": access.expires_on,
+            "resource": resource,
+            "clientId": client_id,
+            "claims": claims.as_dict() if claims else None,
+        }
+        settings.emit(Result(fields=fields))
+    click.echo(access.token)
 
 
 @click.command()
-def check() -> None:
-    """Not built yet."""
+@postgres_options
+@user_option
+@client_id_option
+@pass_settings
+def check(
+    settings: Settings,
+    host: str,
+    port: int,
+    database: str,
+    sslmode: str,
+    sslrootcert: str | None,
+    user: str,
+    client_id: str | None,
+) -> None:
+    """Log in with a token of this VM's managed identity and show the server's version.
+
+    On failure, says which step failed (the token from the metadata service, or the connection) and
+    the most likely cause, with its evidence. Exit status 0 only when connected."""
+    from provision.cloud import get_cloud
+    from provision.db import doctor
+    from provision.db.target import Target
+
+    target = Target(host, user, port, database, sslmode, sslrootcert)
+    text = settings.output == "text"
+    report = doctor.check(target, _client_id(client_id), get_cloud(settings.cloud), click.echo if text else _quiet)
+    if not text:
+        click.echo(Result(fields=report.as_dict()).render("json"))
+    elif report.connected:
+        click.echo(f"\nConnected!\n\nPostgres version: {report.server_version}")
+    if report.diagnosis is not None:
+        if text:
+            _render_diagnosis(report.diagnosis)
+        sys.exit(int(ExitStatus.FAILURE))
 
 
 @click.command()
-def psql() -> None:
-    """Not built yet."""
+@postgres_options
+@user_option
+@client_id_option
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- PSQL_ARGS...]")
+@pass_settings
+def psql(
+    settings: Settings,
+    host: str,
+    port: int,
+    database: str,
+    sslmode: str,
+    sslrootcert: str | None,
+    user: str,
+    client_id: str | None,
+    psql_args: tuple[str, ...],
+) -> None:
+    """Run psql (from PATH) logged in with a token of this VM's managed identity.
+
+    The token reaches psql in PGPASSWORD, never on its command line; sslmode is require unless
+    --sslmode or PGSSLMODE says otherwise. psql's exit status is this command's.
+
+    \b
+    provision psql --host H --user ROLE --client-id ID -- -c 'select current_user'"""
+    from provision.db.connect import exec_psql
+    from provision.db.target import Target
+
+    exec_psql(
+        Target(host, user, port, database, sslmode, sslrootcert), _client_id(client_id), settings.cloud, psql_args
+    )
+
+
+def _quiet(step: str) -> None:
+    """Progress is for people: with -o json only the result is printed."""
+
+
+def _render_diagnosis(diagnosis: Diagnosis) -> None:
+    from provision.db.doctor import STEP_NAMES
+    from provision.logs import redact
+
+    lines = [f"error: {STEP_NAMES[diagnosis.step]} failed: {diagnosis.summary}"]
+    width = max(len(label) for label in diagnosis.evidence) + 1
+    lines += [f"  {(label + ':').ljust(width)} {value}" for label, value in diagnosis.evidence.items()]
+    lines.append(f"hint: {diagnosis.hint}")
+    click.echo(redact("\n".join(lines)), err=True)
