@@ -30,7 +30,7 @@ def _parallel(emulator: Any, commands: list[list[str]]) -> list[subprocess.Compl
         for command in commands
     ]
     results = []
-    for command, process in zip(commands, processes):
+    for command, process in zip(commands, processes, strict=True):
         stdout, stderr = process.communicate(timeout=300)
         results.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
     return results
