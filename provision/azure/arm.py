@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -90,21 +91,23 @@ def resource_group_location(compute: ComputeManagementClient, arm: Arm, resource
 
 
 class AdaptivePolling(ARMPolling):
-    """Polls a long-running operation after 0.5 s, then 1, 2, 4 and 5 s: Compute sends no Retry-After
-    and the SDK's default 30 s interval turns a 4 s update into 30 s. A Retry-After, when sent, wins."""
+    """Polls a long-running operation every 0.5 s for its first 5 s, then every 1, 2 and 5 s as it drags
+    on: Compute sends no Retry-After, and the SDK's default 30 s interval turns a typical 4 s identity
+    update into 30 s. A Retry-After, when sent, wins."""
 
-    intervals = (0.5, 1.0, 2.0, 4.0, 5.0)
+    # (elapsed seconds from, delay): most identity updates end within a few seconds.
+    schedule = ((0.0, 0.5), (5.0, 1.0), (15.0, 2.0), (30.0, 5.0))
 
     def __init__(self, on_wait: Callable[[float], None] | None = None) -> None:
-        super().__init__(timeout=self.intervals[0])
-        self._polls = 0
+        super().__init__(timeout=self.schedule[0][1])
+        self._started = time.monotonic()
         self._on_wait = on_wait
 
     def _extract_delay(self) -> float:
         delay = get_retry_after(self._pipeline_response) if self._pipeline_response else None
         if delay is None:
-            delay = self.intervals[min(self._polls, len(self.intervals) - 1)]
-        self._polls += 1
+            elapsed = time.monotonic() - self._started
+            delay = next(step for since, step in reversed(self.schedule) if elapsed >= since)
         if self._on_wait is not None:
             self._on_wait(delay)
         return delay
@@ -144,9 +147,15 @@ def errors_explained(
         if error.status_code == 404:
             raise NotFound(_not_found_message(subject, arm, resource_group, error)) from None
         raise AzureError(f"Resource Manager failed on {subject}: {_code(error)}: {_message(error)}") from None
-    except (ServiceRequestError, ServiceResponseError) as error:
+    except ServiceRequestError as error:
         raise AzureError(
             f"could not reach Resource Manager at {arm.base_url} while working on {subject}: {error}"
+        ) from None
+    except ServiceResponseError as error:
+        # The request went out, so it may have been carried out: only reading again can tell.
+        raise AzureError(
+            f"Resource Manager at {arm.base_url} sent no answer while working on {subject} ({error}); a change"
+            " it was sent may have been made anyway, and running the command again is safe"
         ) from None
 
 

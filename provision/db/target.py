@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from provision import validate
@@ -26,7 +28,7 @@ class Target:
             raise InvalidInput("--user: a user name cannot be empty")
         if not self.database or "\x00" in self.database:
             raise InvalidInput(f"--database {self.database!r}: expected a database name")
-        if self.sslmode == "verify-full" and not self.sslrootcert:
+        if self.sslmode == "verify-full" and not _root_certificate_known(self.sslrootcert):
             raise InvalidInput(
                 "--sslmode verify-full needs --sslrootcert (or PGSSLROOTCERT): the CA that signed the server"
             )
@@ -49,3 +51,8 @@ class Target:
 
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def _root_certificate_known(sslrootcert: str | None) -> bool:
+    """Whether libpq has a CA to verify the server with: given, in PGSSLROOTCERT, or its default file."""
+    return bool(sslrootcert or os.environ.get("PGSSLROOTCERT") or (Path.home() / ".postgresql" / "root.crt").exists())

@@ -1,0 +1,224 @@
+"""`make bench`: the speed figures of provision against their targets, measured side by side in one run
+against the local Azure stack. Nothing here is a test; it prints a table and exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from emulator_fixtures import EmulatorProcess, _state_directory  # noqa: E402
+
+from provision.emulator import seed  # noqa: E402
+
+PYTHON = sys.executable
+PROVISION = str(Path(PYTHON).parent / "provision")
+RG = seed.RESOURCE_GROUP
+rows: list[tuple[str, str, str, str]] = []
+
+
+def record(figure: str, value: str, target: str = "", met: bool | None = None) -> None:
+    verdict = "" if met is None else ("ok" if met else "MISSED")
+    rows.append((figure, value, target, verdict))
+    print(f"  {figure}: {value} {f'(target {target}) {verdict}' if target else ''}", file=sys.stderr, flush=True)
+
+
+def median_seconds(command: list[str], runs: int = 10, env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, env=env)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def cli(emulator: EmulatorProcess, *args: str) -> dict[str, Any]:
+    done = emulator.run("-o", "json", *args)
+    if done.returncode not in (0, 3):
+        raise SystemExit(f"provision {' '.join(args)} failed:\n{done.stderr}")
+    return dict(json.loads(done.stdout))
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def bench_help() -> None:
+    baseline = median_seconds([PYTHON, "-c", "import click"])
+    help_time = median_seconds([PROVISION, "--help"])
+    record("python -c 'import click' (baseline, median of 10)", f"{baseline:.3f} s")
+    record(
+        "provision --help cold start (median of 10)",
+        f"{help_time:.3f} s ({help_time / baseline:.1f}x baseline)",
+        "<= 0.15 s and <= 2x baseline",
+        help_time <= 0.15 and help_time <= 2 * baseline,
+    )
+
+
+def bench_identity(emulator: EmulatorProcess) -> None:
+    emulator.reset()
+    emulator.set_operation_seconds(4)
+    create = ("identity", "create", "-g", RG, "-n", "benchIdentity", "--vm", seed.VM_NAME)
+    mark = emulator.mark()
+    seconds, _ = timed(lambda: cli(emulator, *create))
+    first = emulator.requests(since=mark, service="arm")
+    record(
+        "identity create + attach, operation of 4 s, no Retry-After",
+        f"{seconds:.2f} s",
+        "<= 5 s (az CLI: 31-32 s)",
+        seconds <= 5,
+    )
+    mark = emulator.mark()
+    rerun_seconds, _ = timed(lambda: cli(emulator, *create))
+    again = emulator.requests(since=mark, service="arm")
+    rerun_writes = [r for r in again if r["method"] in ("PUT", "PATCH", "DELETE")]
+    record("requests, first run", f"{len(first)} ({', '.join(sorted({r['method'] for r in first}))})")
+    record(
+        "requests, re-run",
+        f"{len(again)}, {len(rerun_writes)} writes, {rerun_seconds:.2f} s",
+        "0 writes",
+        not rerun_writes,
+    )
+
+
+def bench_library(emulator: EmulatorProcess) -> None:
+    emulator.reset()
+    created = cli(emulator, "identity", "create", "-g", RG, "-n", "benchLibrary", "--vm", seed.VM_NAME)
+    flex = ("--host", emulator.env["PROVISION_FLEX_HOST"], "--port", emulator.env["PROVISION_FLEX_PORT"])
+    cli(
+        emulator,
+        "role",
+        "create",
+        *flex,
+        "--admin-user",
+        "aadadmin",
+        "--name",
+        "benchapp",
+        "--object-id",
+        created["principalId"],
+    )
+    code = (
+        "import sys, time, provision\n"
+        "host, port, client_id = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+        "started = time.perf_counter()\n"
+        "for _ in range(100):\n"
+        "    provision.connect(host, 'benchapp', client_id=client_id, port=port, sslmode='verify-full').close()\n"
+        "print(time.perf_counter() - started)\n"
+    )
+    mark = emulator.mark()
+    done = subprocess.run(
+        [PYTHON, "-c", code, flex[1], flex[3], created["clientId"]],
+        env={**os.environ, **emulator.env},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise SystemExit(f"provision.connect failed:\n{done.stderr}")
+    requests = emulator.token_requests(mark)
+    seconds = float(done.stdout.strip())
+    record(
+        "100 provision.connect() calls: metadata requests",
+        f"{requests} ({seconds / 100 * 1000:.1f} ms a connection)",
+        "1",
+        requests == 1,
+    )
+
+
+def bench_roles(emulator: EmulatorProcess) -> None:
+    emulator.reset()
+    created = cli(emulator, "identity", "create", "-g", RG, "-n", "benchRoles")
+    single = ("--host", emulator.env["PROVISION_SINGLE_HOST"], "--port", emulator.env["PROVISION_SINGLE_PORT"])
+    admin = ("--admin-user", emulator.env["PROVISION_SINGLE_ADMIN"], "--client-id", created["clientId"])
+
+    def create(index: int) -> None:
+        cli(emulator, "role", "create", *single, *admin, "--name", f"bench_role_{index:03d}")
+
+    with ThreadPoolExecutor(max_workers=4) as workers:
+        seconds, _ = timed(lambda: list(workers.map(create, range(100))))
+    listed = cli(emulator, "role", "list", *single, "--admin-user", emulator.env["PROVISION_SINGLE_ADMIN"])
+    count = sum(1 for principal in listed["principals"] if principal["role"].startswith("bench_role_"))
+    record(
+        "100 role create (CLI processes, 4 at a time) against one server",
+        f"{seconds:.1f} s ({seconds / 100:.2f} s a role, {count} roles listed)",
+    )
+
+
+def bench_connect_latency(emulator: EmulatorProcess) -> None:
+    token = emulator.run("token").stdout.strip()
+    code = (
+        "import statistics, sys, time, psycopg\n"
+        "def median(**kw):\n"
+        "    times = []\n"
+        "    for _ in range(50):\n"
+        "        t = time.perf_counter()\n"
+        "        with psycopg.connect(**kw) as c:\n"
+        "            c.execute('SELECT 1')\n"
+        "        times.append(time.perf_counter() - t)\n"
+        "    return statistics.median(times) * 1000\n"
+        "gateway = median(host=sys.argv[1], port=int(sys.argv[2]), user='aadadmin', dbname='postgres',\n"
+        "                 password=sys.stdin.read(), sslmode='verify-full', sslrootcert=sys.argv[4])\n"
+        "direct = median(host=sys.argv[3], user='postgres', dbname='postgres')\n"
+        "print(f'{gateway:.1f} {direct:.1f}')\n"
+    )
+    socket_dir = Path(emulator.env["PROVISION_EMULATOR_DIR"]) / "postgres" / "flexible"
+    done = subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            code,
+            emulator.env["PROVISION_FLEX_HOST"],
+            emulator.env["PROVISION_FLEX_PORT"],
+            str(socket_dir),
+            emulator.env["PGSSLROOTCERT"],
+        ],
+        input=token,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    gateway, direct = done.stdout.split()
+    record(
+        "connect + SELECT 1, median of 50: through the TLS gateway vs the cluster's socket",
+        f"{gateway} ms vs {direct} ms",
+    )
+
+
+def main() -> None:
+    print("measuring (2 cores; figures vary with load)...", file=sys.stderr)
+    bench_help()
+    directory = _state_directory()
+    seconds, emulator = timed(lambda: EmulatorProcess(directory))
+    record(
+        "emulator start (Resource Manager, IMDS, two PostgreSQL servers) until ready",
+        f"{seconds:.2f} s",
+        "<= 5 s",
+        seconds <= 5,
+    )
+    try:
+        bench_identity(emulator)
+        bench_library(emulator)
+        bench_connect_latency(emulator)
+        bench_roles(emulator)
+    finally:
+        emulator.stop()
+        subprocess.run(["rm", "-rf", str(directory)], check=False)
+    width = [max(len(row[i]) for row in rows + [("figure", "value", "target", "")]) for i in range(4)]
+    print()
+    for row in [("figure", "value", "target", ""), *rows]:
+        print("  ".join(cell.ljust(width[i]) for i, cell in enumerate(row)).rstrip())
+
+
+if __name__ == "__main__":
+    main()
