@@ -5,6 +5,7 @@ to do."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,13 +19,14 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline.policies._utils import get_retry_after
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
+from provision.azure.credentials import SIGN_IN_HINT
 from provision.cloud import Cloud, get_cloud
 from provision.errors import AzureError, CredentialError, Forbidden, InvalidInput, NotFound, ProvisionError
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
     from azure.mgmt.compute import ComputeManagementClient
     from azure.mgmt.msi import ManagedServiceIdentityClient
 
@@ -56,11 +58,16 @@ class Arm:
     def url(self, path: str, api_version: str) -> str:
         return f"{self.base_url}{path}?api-version={api_version}"
 
-    def _client_options(self) -> dict[str, Any]:
+    @functools.cached_property
+    def credential(self) -> TokenCredential:
+        """One credential for every client, so the credential chain runs (and caches its token) once."""
         from provision.azure.credentials import default_credential
 
+        return default_credential()
+
+    def _client_options(self) -> dict[str, Any]:
         return {
-            "credential": default_credential(),
+            "credential": self.credential,
             "subscription_id": self.subscription,
             "base_url": self.base_url,
             "credential_scopes": [self.cloud.arm_scope],
@@ -104,13 +111,21 @@ class AdaptivePolling(ARMPolling):
         self._on_wait = on_wait
 
     def _extract_delay(self) -> float:
-        delay = get_retry_after(self._pipeline_response) if self._pipeline_response else None
+        delay = _retry_after(self._pipeline_response.http_response.headers) if self._pipeline_response else None
         if delay is None:
             elapsed = time.monotonic() - self._started
             delay = next(step for since, step in reversed(self.schedule) if elapsed >= since)
         if self._on_wait is not None:
             self._on_wait(delay)
         return delay
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (Azure sends seconds, not dates), or None."""
+    try:
+        return max(0.0, float(headers["retry-after"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # Which Azure role each kind of write needs, for the 403 message.
@@ -130,18 +145,15 @@ def errors_explained(
         raise
     except ClientAuthenticationError as error:
         if error.response is None:  # no token at all: the credential chain failed
-            raise CredentialError(
-                "could not get an access token for Resource Manager",
-                hint="Sign in with `az login`, set AZURE_CLIENT_ID/AZURE_TENANT_ID with a secret or a federated"
-                " token, or run where a managed identity is available. -vv shows each source's answer.",
-            ) from None
+            raise CredentialError("could not get an access token for Resource Manager", hint=SIGN_IN_HINT) from None
         raise CredentialError(f"Resource Manager refused the access token ({_code(error)})") from None
     except ResourceNotFoundError as error:
         raise NotFound(_not_found_message(subject, arm, resource_group, error)) from None
     except HttpResponseError as error:
         if error.status_code == 403:
+            verb = "read" if needs_role == ROLE_TO_READ else "change"
             raise Forbidden(
-                f"not allowed to change {subject} ({_code(error)})",
+                f"not allowed to {verb} {subject} ({_code(error)})",
                 hint=f"The signed-in principal needs the Azure role {needs_role}.",
             ) from None
         if error.status_code == 404:

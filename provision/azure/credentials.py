@@ -14,6 +14,12 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 
+SIGN_IN_HINT = (
+    "Sign in with `az login`, set AZURE_CLIENT_ID/AZURE_TENANT_ID with a secret or a federated token, or run"
+    " where a managed identity is available. -vv shows each source's answer."
+)
+
+
 def default_credential(managed_identity_client_id: str | None = None) -> TokenCredential:
     from azure.identity import DefaultAzureCredential
 
@@ -34,6 +40,5 @@ def token_for(credential: TokenCredential, scope: str, purpose: str) -> str:
     except ClientAuthenticationError as error:
         raise CredentialError(
             f"could not get an access token for {purpose} ({scope})",
-            hint="Sign in with `az login`, set AZURE_CLIENT_ID/AZURE_TENANT_ID with a secret or federated token,"
-            " or run on an Azure VM with a managed identity. Run with -vv to see each source's answer.",
+            hint=SIGN_IN_HINT,
         ) from error

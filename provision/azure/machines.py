@@ -28,6 +28,8 @@ API_VERSION = "2026-04-01"  # azure-mgmt-compute's default for VMs and scale set
 # someone's write lands, so ten pipelines attaching to one VM at once all get through.
 MAX_ATTEMPTS = 30
 BUSY_WAITS = (0.5, 1.0, 2.0, 4.0, 5.0)  # seconds before reading again while another operation runs (409)
+# The 409 codes that mean "busy, try again"; others (a property that cannot change, ...) are final.
+BUSY_CODES = frozenset({"Conflict", "AnotherOperationInProgress", "RetryableError"})
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,8 @@ def _patch_identity(
                 log.info("%s changed since it was read (412): reading it again", machine.label)
                 continue
             except HttpResponseError as error:
-                if error.status_code != 409 or attempt == MAX_ATTEMPTS - 1:
+                busy_code = getattr(error.error, "code", None) in BUSY_CODES
+                if error.status_code != 409 or not busy_code or attempt == MAX_ATTEMPTS - 1:
                     raise
                 # Jitter keeps concurrent pipelines from retrying in lockstep.
                 delay = BUSY_WAITS[min(busy, len(BUSY_WAITS) - 1)] * random.uniform(0.75, 1.25)  # noqa: S311

@@ -189,9 +189,35 @@ def test_busy_machine_is_retried(clients: Clients, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("provision.azure.machines.time.sleep", lambda seconds: None)
     clients.vms.get.return_value = vm({"type": "SystemAssigned"})
     clients.identities.get.return_value = identity_model()
-    clients.vms.begin_update.side_effect = [http_error(409, "OperationNotAllowed"), done(vm(None))]
+    clients.vms.begin_update.side_effect = [http_error(409, "Conflict"), done(vm(None))]
     assert create_vm().exit_code == 0
     assert clients.vms.begin_update.call_count == 2
+
+
+def test_a_conflict_that_is_not_about_another_operation_is_final(clients: Clients) -> None:
+    clients.vms.get.return_value = vm({"type": "SystemAssigned"})
+    clients.identities.get.return_value = identity_model()
+    clients.vms.begin_update.side_effect = http_error(409, "PropertyChangeNotAllowed")
+    result = create_vm()
+    assert result.exit_code == 1 and "PropertyChangeNotAllowed" in result.output
+    assert clients.vms.begin_update.call_count == 1
+
+
+def test_polling_is_quick_early_then_backs_off_and_honours_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provision.azure.arm import AdaptivePolling
+
+    clock = [100.0]
+    monkeypatch.setattr("provision.azure.arm.time.monotonic", lambda: clock[0])
+    polling = AdaptivePolling()
+    response = type("R", (), {"http_response": type("H", (), {"headers": {}})()})()
+    polling._pipeline_response = response
+    delays = []
+    for elapsed in (0, 4.9, 5, 20, 40):
+        clock[0] = 100.0 + elapsed
+        delays.append(polling._extract_delay())
+    assert delays == [0.5, 0.5, 1.0, 2.0, 5.0]
+    response.http_response.headers = {"retry-after": "3"}
+    assert polling._extract_delay() == 3.0
 
 
 def test_machine_that_keeps_changing_gives_up_cleanly(clients: Clients) -> None:
