@@ -329,7 +329,7 @@ class EmulatorServer(ThreadingHTTPServer):
         log: RequestLog,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.address_family = socket.AF_INET6 if ":" in seed.loopback(host) else socket.AF_INET
         self.service, self.faults, self.log, self.tls = service, faults, log, tls
         super().__init__((host, port), _Handler)
 

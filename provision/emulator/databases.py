@@ -156,6 +156,7 @@ def start(
 
     Returns once both accept logins; their files live under `state_dir` when the server user can
     enter it, else in a temporary directory, and are removed by `close()`."""
+    seed.loopback(host)
     listeners = {SINGLE: _listen(host, single_port), FLEXIBLE: _listen(host, flexible_port)}
     databases = Databases(host, {name: sock.getsockname()[1] for name, sock in listeners.items()}, authority.ca_path)
     ready: concurrent.futures.Future[None] = concurrent.futures.Future()

@@ -4,6 +4,20 @@ Entra admin of the emulated database servers."""
 
 from __future__ import annotations
 
+from provision.errors import InvalidInput
+
+# Every emulated service listens on one of these, never on an address another machine could reach.
+LOOPBACK_HOSTS = ("127.0.0.1", "::1")
+
+
+def loopback(host: str) -> str:
+    if host not in LOOPBACK_HOSTS:
+        raise InvalidInput(
+            f"--host {host}: the local Azure stack listens on loopback only ({' or '.join(LOOPBACK_HOSTS)})"
+        )
+    return host
+
+
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SUBSCRIPTION_ID = "00000000-1111-2222-3333-444444444444"
 LOCATION = "westeurope"

@@ -26,7 +26,6 @@ from provision.errors import EmulatorError, InvalidInput
 
 DEFAULT_TOKEN_LIFETIME = 86399  # what real IMDS answers in expires_in
 # The addresses the server certificate names (keys.Authority.server_context).
-LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 
 
 @dataclass
@@ -52,10 +51,7 @@ class Stack:
 def start(directory: Path | None, port_base: int, operation_seconds: float, host: str = "127.0.0.1") -> Stack:
     """Start every service and write DIR/env.sh. Without `directory`, a new temporary one is made and
     removed again by `close()`. VM and scale set updates stay InProgress for `operation_seconds`."""
-    if host not in LOOPBACK_HOSTS:
-        raise InvalidInput(
-            f"--host {host}: the local Azure stack listens on loopback only ({' or '.join(LOOPBACK_HOSTS)})"
-        )
+    seed.loopback(host)
     if port_base and not 1 <= port_base <= 65532:
         raise InvalidInput(f"--port-base {port_base}: expected 0 (free ports) or 1-65532")
     stack = Stack(Path(), {}, World(operation_seconds, DEFAULT_TOKEN_LIFETIME))
