@@ -134,6 +134,14 @@ def role_name(value: str, option: str = "--name") -> str:
     return value
 
 
+def single_server_user(value: str, option: str) -> str:
+    """Single Server logs every user in as name@servername: without the server part it refuses the login."""
+    name, at, server = value.rpartition("@")
+    if not (at and name and server):
+        raise InvalidInput(f"{option} {_show(value)}: Single Server user names have the form name@servername")
+    return value
+
+
 def host(value: str, option: str = "--host") -> str:
     if not value or not (_HOSTNAME.fullmatch(value) or _is_ip(value) or value.startswith("/")):
         raise InvalidInput(f"{option} {_show(value)}: expected a host name, an IP address or a socket directory")

@@ -3,8 +3,9 @@ the Azure SDKs and psycopg load inside the commands, so `--help` stays fast."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -42,16 +43,34 @@ pass_settings = click.make_pass_decorator(Settings)
 
 
 class ProvisionGroup(click.Group):
-    """Turns expected failures into one message and an exit code, never a traceback."""
+    """Turns expected failures into one message and an exit code, never a traceback; usage errors
+    (a bad choice, a missing option) are one line too, like every other bad input."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _usage_error_in_one_line(ctx):
+            return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with _usage_error_in_one_line(ctx):  # the subcommands parse their options in here
+                return super().invoke(ctx)
         except ProvisionError as error:
             from provision.logs import redact
 
             click.echo(f"error: {redact(str(error))}", err=True)
             ctx.exit(int(error.exit_status))
+
+
+@contextlib.contextmanager
+def _usage_error_in_one_line(ctx: click.Context) -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # a bare group: its help is the answer
+    except click.UsageError as error:
+        command = (error.ctx or ctx).command_path
+        click.echo(f"error: {error.format_message()} (see '{command} --help')", err=True)
+        ctx.exit(error.exit_code)
 
 
 @click.group(cls=ProvisionGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -73,11 +73,15 @@ def _name_option(function: F) -> F:
     )(function)
 
 
-def _target(host: str, port: int, database: str, sslmode: str, sslrootcert: str | None, admin_user: str) -> Target:
+def _target(
+    host: str, port: int, database: str, sslmode: str, sslrootcert: str | None, admin_user: str, flavor: str
+) -> Target:
     from provision.db.target import Target
 
     if not admin_user:
         raise InvalidInput("--admin-user: a user name cannot be empty")
+    if flavor == "single":  # with --flavor auto the server's answer tells, after connecting
+        validate.single_server_user(admin_user, "--admin-user")
     return Target(host, admin_user, port, database, sslmode, sslrootcert)
 
 
@@ -225,14 +229,16 @@ def create(
     """
     from provision.db import roles
 
-    target = _target(host, port, database, sslmode, sslrootcert, admin_user)
-    admin_id = _admin_client_id(admin_client_id)
     request = roles.RoleRequest(name, roles.IdentityIds(client_id, object_id), member_of, replace)
     lookup = _identity_lookup(settings, client_id, object_id, identity_id, identity_name, resource_group)
-    if lookup is not None:
-        request = dataclasses.replace(request, identity=lookup())
-    if flavor != "auto":
+    if lookup is None and flavor != "auto":
         roles.require_ids(flavor, request.identity)
+    target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
+    admin_id = _admin_client_id(admin_client_id)
+    if lookup is not None:  # the first request: every input is valid by now
+        request = dataclasses.replace(request, identity=lookup())
+        if flavor != "auto":
+            roles.require_ids(flavor, request.identity)
     result = _run(
         settings, target, admin_id, lambda connection: roles.create_role(connection, flavor, request, settings.dry_run)
     )
@@ -270,7 +276,7 @@ def drop(
     """
     from provision.db import roles
 
-    target = _target(host, port, database, sslmode, sslrootcert, admin_user)
+    target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
     admin_id = _admin_client_id(admin_client_id)
     validate.role_name(name)
     result = _run(
@@ -305,7 +311,7 @@ def show(
     """
     from provision.db import roles
 
-    target = _target(host, port, database, sslmode, sslrootcert, admin_user)
+    target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
     admin_id = _admin_client_id(admin_client_id)
     validate.role_name(name)
     _emit(settings, _run(settings, target, admin_id, lambda connection: roles.show_role(connection, flavor, name)))
@@ -329,7 +335,7 @@ def list_(
     members of azure_ad_user on Single Server."""
     from provision.db import roles
 
-    target = _target(host, port, database, sslmode, sslrootcert, admin_user)
+    target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
     admin_id = _admin_client_id(admin_client_id)
     result = _run(settings, target, admin_id, lambda connection: roles.list_roles(connection, flavor))
     if settings.output == "json":

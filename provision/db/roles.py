@@ -600,6 +600,13 @@ def _explained(subject: str) -> Iterator[None]:
             " server's Microsoft Entra administrator.",
         ) from None
     except psycopg.Error as error:
+        if isinstance(error, psycopg.OperationalError) and (error.sqlstate or "57P").startswith("57P"):
+            # The session ended (the server stopped or terminated it, or the network went): its open
+            # transaction was rolled back, or its commit had gone through; a re-run finishes the job.
+            raise DatabaseError(
+                f"the connection to PostgreSQL was lost while {subject} ({_message(error)}); an unfinished"
+                " transaction changes nothing: run the command again"
+            ) from None
         raise DatabaseError(f"PostgreSQL failed {subject}: {_message(error)}") from None
 
 
