@@ -70,6 +70,10 @@ def guid(value: str, option: str) -> str:
     return str(parsed)
 
 
+def optional_guid(value: str | None, option: str) -> str | None:
+    return None if value is None else guid(value, option)
+
+
 def location(value: str, option: str = "--location") -> str:
     if not re.fullmatch(r"[A-Za-z0-9 ]{1,64}", value):
         raise InvalidInput(f"{option} {_show(value)}: expected an Azure region such as westeurope")

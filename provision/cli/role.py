@@ -85,10 +85,6 @@ def _target(
     return Target(host, admin_user, port, database, sslmode, sslrootcert)
 
 
-def _admin_client_id(value: str | None) -> str | None:
-    return validate.guid(value, "--admin-client-id") if value is not None else None
-
-
 def _identity_lookup(
     settings: Settings,
     client_id: str | None,
@@ -234,7 +230,7 @@ def create(
     if lookup is None and flavor != "auto":
         roles.require_ids(flavor, request.identity)
     target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
-    admin_id = _admin_client_id(admin_client_id)
+    admin_id = validate.optional_guid(admin_client_id, "--admin-client-id")
     if lookup is not None:  # the first request: every input is valid by now
         request = dataclasses.replace(request, identity=lookup())
         if flavor != "auto":
@@ -277,7 +273,7 @@ def drop(
     from provision.db import roles
 
     target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
-    admin_id = _admin_client_id(admin_client_id)
+    admin_id = validate.optional_guid(admin_client_id, "--admin-client-id")
     validate.role_name(name)
     result = _run(
         settings,
@@ -312,7 +308,7 @@ def show(
     from provision.db import roles
 
     target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
-    admin_id = _admin_client_id(admin_client_id)
+    admin_id = validate.optional_guid(admin_client_id, "--admin-client-id")
     validate.role_name(name)
     _emit(settings, _run(settings, target, admin_id, lambda connection: roles.show_role(connection, flavor, name)))
 
@@ -336,7 +332,7 @@ def list_(
     from provision.db import roles
 
     target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
-    admin_id = _admin_client_id(admin_client_id)
+    admin_id = validate.optional_guid(admin_client_id, "--admin-client-id")
     result = _run(settings, target, admin_id, lambda connection: roles.list_roles(connection, flavor))
     if settings.output == "json":
         settings.emit(result)

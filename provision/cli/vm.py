@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from provision import validate
 from provision.cli import Settings, pass_settings
 from provision.cli.options import postgres_options
 from provision.errors import ExitStatus
@@ -28,12 +29,6 @@ user_option = click.option(
 )
 
 
-def _client_id(value: str | None) -> str | None:
-    from provision import validate
-
-    return validate.guid(value, "--client-id") if value is not None else None
-
-
 @click.command()
 @client_id_option
 @click.option("--resource", metavar="URL", help="Audience of the token. [default: the cloud's database resource]")
@@ -49,7 +44,7 @@ def token(settings: Settings, client_id: str | None, resource: str | None) -> No
     from provision.azure import imds
     from provision.cloud import get_cloud
 
-    client_id = _client_id(client_id)
+    client_id = validate.optional_guid(client_id, "--client-id")
     resource = imds.resource_url(resource) if resource is not None else get_cloud(settings.cloud).database_resource
     access = imds.access_token(resource, client_id)
     if settings.output == "json":
@@ -90,7 +85,12 @@ def check(
 
     target = Target(host, user, port, database, sslmode, sslrootcert)
     text = settings.output == "text"
-    report = doctor.check(target, _client_id(client_id), get_cloud(settings.cloud), click.echo if text else _quiet)
+    report = doctor.check(
+        target,
+        validate.optional_guid(client_id, "--client-id"),
+        get_cloud(settings.cloud),
+        click.echo if text else _quiet,
+    )
     if not text:
         click.echo(Result(fields=report.as_dict()).render("json"))
     elif report.connected:
@@ -129,7 +129,10 @@ def psql(
     from provision.db.target import Target
 
     exec_psql(
-        Target(host, user, port, database, sslmode, sslrootcert), _client_id(client_id), settings.cloud, psql_args
+        Target(host, user, port, database, sslmode, sslrootcert),
+        validate.optional_guid(client_id, "--client-id"),
+        settings.cloud,
+        psql_args,
     )
 
 

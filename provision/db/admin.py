@@ -24,8 +24,7 @@ log = logging.getLogger("provision.db")
 
 # Phrases in libpq's and Azure's messages that mean the server refused the credentials (a failed
 # connection carries no SQLSTATE, only text).
-_REFUSED_LOGIN = ("authentication failed", "pg_hba.conf", "token", "invalid username")
-_TLS_TROUBLE = ("ssl", "certificate", "tls")
+_REFUSED_LOGIN = ("authentication failed", "token", "invalid username")
 
 
 def admin_password(cloud: Cloud, admin_client_id: str | None) -> tuple[str, str]:
@@ -59,8 +58,15 @@ def connection_error(message: str, target: Target, password: str, source: str) -
     """A failed connection as a message that says what to check, with the password nowhere in it."""
     text = redact(message.replace(password, "<redacted>")) if password else redact(message)
     text = text.removeprefix("connection failed: ").strip()
-    lowered = text.lower()
-    if any(phrase in lowered for phrase in _REFUSED_LOGIN):
+    from provision.db.doctor import FIREWALL, TLS
+
+    if FIREWALL.search(text):
+        return DatabaseError(
+            f"{target.host}:{target.port} does not let this machine in: {text}",
+            hint="Add a firewall rule on the server for this machine's outbound address, or reach it through its"
+            " virtual network.",
+        )
+    if any(phrase in text.lower() for phrase in _REFUSED_LOGIN):
         return Forbidden(
             f"{target.host}:{target.port} refused the administrator login {target.user!r}: {text}",
             hint=f"The password was {source}. --admin-user must be the server's Microsoft Entra administrator"
@@ -68,6 +74,6 @@ def connection_error(message: str, target: Target, password: str, source: str) -
             " and tenant.",
         )
     hint = None
-    if any(phrase in lowered for phrase in _TLS_TROUBLE):
+    if TLS.search(text):
         hint = "Check --sslmode and --sslrootcert (the CA that signed the server certificate)."
     return DatabaseError(f"could not connect to {target.host}:{target.port} as {target.user!r}: {text}", hint=hint)

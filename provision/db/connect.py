@@ -48,7 +48,7 @@ def connect(
     import psycopg
 
     target = Target(host, user, port, database, sslmode, sslrootcert)
-    resource, client_id = _resource(cloud), _client_id(client_id)
+    resource, client_id = _resource(cloud), validate.optional_guid(client_id, "--client-id")
     if "password" in kw:
         raise InvalidInput("connect() takes no password: the managed identity's access token is the password")
     token = imds.access_token(resource, client_id)
@@ -85,7 +85,7 @@ def pool(
     configure, ...). A token is requested here first, so a missing identity fails now, not in a
     pool worker."""
     target = Target(host, user, port, database, sslmode, sslrootcert)
-    resource, client_id = _resource(cloud), _client_id(client_id)
+    resource, client_id = _resource(cloud), validate.optional_guid(client_id, "--client-id")
     for reserved in ("conninfo", "kwargs"):
         if reserved in kw:
             raise InvalidInput(f"pool() sets {reserved} itself: pass host, user, database and port instead")
@@ -146,7 +146,3 @@ def exec_psql(target: Target, client_id: str | None, cloud: str, psql_args: Sequ
 
 def _resource(cloud: str) -> str:
     return get_cloud(cloud).database_resource
-
-
-def _client_id(client_id: str | None) -> str | None:
-    return validate.guid(client_id, "--client-id") if client_id is not None else None

@@ -32,15 +32,16 @@ SERVER_DOMAINS = {
     ".postgres.database.usgovcloudapi.net": "AzureUSGovernment",
 }
 
-# What libpq and the server say, by cause. Single Server's gateway asks for <username@hostname>.
+# What libpq and the server say, by cause (FIREWALL and TLS serve the admin's login too). Single
+# Server's gateway asks for <username@hostname>.
 _SINGLE_SERVER_USER = re.compile(r"username@hostname|user@server|<username@", re.IGNORECASE)
-_TLS = re.compile(r"\bSSL\b|\bTLS\b|certificate", re.IGNORECASE)
+TLS = re.compile(r"\bSSL\b|\bTLS\b|certificate", re.IGNORECASE)
 _UNREACHABLE = re.compile(
     r"connection refused|failed to resolve host|could not translate host name|timeout expired|timed out"
     r"|no route to host|network is unreachable",
     re.IGNORECASE,
 )
-_FIREWALL = re.compile(r"no pg_hba\.conf entry", re.IGNORECASE)
+FIREWALL = re.compile(r"no pg_hba\.conf entry", re.IGNORECASE)
 _DATABASE_MISSING = re.compile(r'database "[^"]*" does not exist', re.IGNORECASE)
 _AUTHENTICATION = re.compile(r"authentication failed|access token|\btoken\b", re.IGNORECASE)
 _EXPIRED = re.compile(r"expired", re.IGNORECASE)
@@ -157,13 +158,13 @@ def diagnose_connection(
             "Check --host and --port, and that the server's networking (firewall rules, private endpoint,"
             " virtual network) lets this VM in.",
         )
-    if _FIREWALL.search(said):
+    if FIREWALL.search(said):
         return found(
             "firewall",
             "the server's firewall does not let this machine in",
             "Add a firewall rule for this VM's outbound address, or reach the server through its virtual network.",
         )
-    if _TLS.search(said):
+    if TLS.search(said):
         return found(
             "tls",
             "the TLS connection to the server failed",

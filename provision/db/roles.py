@@ -35,6 +35,7 @@ FLAVORS = ("single", "flexible")
 EVIDENCE = {"single": "role azure_ad_user", "flexible": "function pgaadauth_create_principal_with_oid"}
 SINGLE_GROUP = "azure_ad_user"
 ATTEMPTS = 3  # a concurrent CREATE by something that does not take our lock: re-check this often
+LOCK_WAIT = "60s"  # longest wait for another run on the same role (lock_timeout)
 SHOWN_OBJECTS = 20  # objects listed in a refusal; the rest are counted
 
 T = TypeVar("T")
@@ -89,6 +90,11 @@ class IdentityIds:
     client_id: str | None = None
     object_id: str | None = None
 
+    def __post_init__(self) -> None:
+        # Tokens carry ids in lower case: a client id stored in upper case would never match one.
+        object.__setattr__(self, "client_id", validate.optional_guid(self.client_id, "--client-id"))
+        object.__setattr__(self, "object_id", validate.optional_guid(self.object_id, "--object-id"))
+
     def fields(self) -> dict[str, Any]:
         return {"clientId": self.client_id, "objectId": self.object_id}
 
@@ -120,9 +126,6 @@ class RoleRequest:
             validate.role_name(group, "--member-of")
         if self.name in self.member_of:
             raise InvalidInput(f"--member-of {self.name!r}: a role cannot be a member of itself")
-        for option, value in (("--client-id", self.identity.client_id), ("--object-id", self.identity.object_id)):
-            if value is not None:
-                validate.guid(value, option)
 
 
 # --- What the server says ---------------------------------------------------------------------------
@@ -556,7 +559,15 @@ def _locked(conn: psycopg.Connection, name: str, body: Callable[[], T], dry_run:
     import psycopg
 
     with conn.transaction() as transaction:
-        conn.execute(statement("lock", "role"), {"role": name})
+        conn.execute(statement("lock", "timeout"), {"wait": LOCK_WAIT})
+        try:
+            conn.execute(statement("lock", "role"), {"role": name})
+        except psycopg.errors.LockNotAvailable:
+            raise Conflict(
+                f"another session has held the lock on role {name} for {LOCK_WAIT} (another provision run,"
+                " or a transaction left open); nothing was changed",
+                hint="Run again once it has finished; pg_locks shows who holds the advisory lock.",
+            ) from None
         result = body()
         if dry_run:
             raise psycopg.Rollback(transaction)

@@ -110,6 +110,21 @@ def test_terminated_while_waiting_for_the_role_lock(
     assert_a_rerun_creates_it(fresh_emulator, flavor)
 
 
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_lock_held_too_long_is_a_clear_conflict(
+    fresh_emulator: Any, emulator_environ: dict[str, str], monkeypatch: pytest.MonkeyPatch, flavor: str
+) -> None:
+    monkeypatch.setattr(roles, "LOCK_WAIT", "500ms")
+    with admin_connection(fresh_emulator, flavor) as holder:
+        holder.execute(roles.statement("lock", "role"), {"role": ROLE})  # a run that never lets go
+        status, _, stderr = invoke(*create_args(fresh_emulator, flavor))
+        holder.rollback()
+    assert status == 1, stderr
+    assert stderr.startswith(f"error: another session has held the lock on role {ROLE} for 500ms"), stderr
+    assert leftovers(fresh_emulator, flavor) == {}
+    assert_a_rerun_creates_it(fresh_emulator, flavor)
+
+
 def terminate_backend(emulator: Any, flavor: str, conn: psycopg.Connection) -> None:
     """The server ends the session, as on a failover or a restart."""
     pid = conn.execute("SELECT pg_backend_pid()").fetchone()

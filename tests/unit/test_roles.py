@@ -346,8 +346,6 @@ def test_drop_refuses_what_it_cannot_reach_in_other_databases_even_when_forced()
         ({"name": "é" * 32}, "at most 63 bytes"),
         ({"member_of": ("",)}, "--member-of: a role name cannot be empty"),
         ({"member_of": ("myuser",)}, "cannot be a member of itself"),
-        ({"identity": IdentityIds("not-a-guid")}, "--client-id 'not-a-guid': expected a GUID"),
-        ({"identity": IdentityIds(object_id="1234")}, "--object-id '1234': expected a GUID"),
     ],
 )
 def test_role_requests_are_validated(kwargs: dict[str, Any], message: str) -> None:
@@ -355,6 +353,23 @@ def test_role_requests_are_validated(kwargs: dict[str, Any], message: str) -> No
     values.update(kwargs)
     with pytest.raises(InvalidInput, match=message):
         RoleRequest(**values)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"client_id": "not-a-guid"}, "--client-id 'not-a-guid': expected a GUID"),
+        ({"object_id": "1234"}, "--object-id '1234': expected a GUID"),
+    ],
+)
+def test_identity_ids_are_validated(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        IdentityIds(**kwargs)
+
+
+def test_identity_ids_are_stored_in_lower_case_as_tokens_carry_them() -> None:
+    ids = IdentityIds(CLIENT_ID.upper(), CLIENT_ID.upper())
+    assert (ids.client_id, ids.object_id) == (CLIENT_ID.lower(), CLIENT_ID.lower())
 
 
 # --- The administrator's login ----------------------------------------------------------------------
@@ -519,3 +534,14 @@ def test_text_output_leaves_the_statements_to_the_dry_run(fake_server: list[Any]
     assert dry.exit_code == 3
     assert "would create: role myuser (missing)\n  CREATE ROLE ..." in dry.stdout
     assert fake_server[-1][2] is True
+
+
+def test_a_firewall_refusal_is_not_blamed_on_the_admin_login() -> None:
+    from provision.db.admin import connection_error
+
+    target = Target("myflex.postgres.database.azure.com", "aadadmin")
+    error = connection_error(
+        'connection failed: FATAL:  no pg_hba.conf entry for host "203.0.113.9", user "aadadmin"', target, "t", "x"
+    )
+    assert isinstance(error, DatabaseError) and not isinstance(error, Forbidden)
+    assert "does not let this machine in" in str(error) and "firewall rule" in str(error)
