@@ -541,7 +541,10 @@ def test_a_firewall_refusal_is_not_blamed_on_the_admin_login() -> None:
 
     target = Target("myflex.postgres.database.azure.com", "aadadmin")
     error = connection_error(
-        'connection failed: FATAL:  no pg_hba.conf entry for host "203.0.113.9", user "aadadmin"', target, "t", "x"
+        'connection failed: FATAL:  no pg_hba.conf entry for host "203.0.113.9", user "aadadmin"',
+        target,
+        "eyJ0eXAi.pw.sig",
+        "x",
     )
     assert isinstance(error, DatabaseError) and not isinstance(error, Forbidden)
     assert "does not let this machine in" in str(error) and "firewall rule" in str(error)
