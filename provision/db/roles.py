@@ -34,6 +34,7 @@ log = logging.getLogger("provision.db")
 FLAVORS = ("single", "flexible")
 EVIDENCE = {"single": "role azure_ad_user", "flexible": "function pgaadauth_create_principal_with_oid"}
 SINGLE_GROUP = "azure_ad_user"
+SINGLE_ADMIN_GROUP = "azure_ad_admin"  # Single Server's Entra administrators
 ATTEMPTS = 3  # a concurrent CREATE by something that does not take our lock: re-check this often
 LOCK_WAIT = "60s"  # longest wait for another run on the same role (lock_timeout)
 SHOWN_OBJECTS = 20  # objects listed in a refusal; the rest are counted
@@ -200,6 +201,7 @@ class RoleState:
     admin_has_privileges: bool = False  # the admin may act as the role (REASSIGN/DROP OWNED need it)
     object_id: str | None = None  # Flexible: the registered object id
     principal_type: str | None = None  # Flexible: service, user, group
+    administrator: bool = False  # an Entra admin of the server, which Azure's control plane manages
     verifier: str | None = None  # Single: the stored password verifier, when the admin may read it
     dependencies: tuple[Dependency, ...] = ()
 
@@ -234,13 +236,20 @@ def read_role(conn: psycopg.Connection, server: Server, name: str) -> RoleState:
             entra=bool(principal),
             object_id=principal.get("objectid"),
             principal_type=principal.get("principaltype"),
+            administrator=bool(principal.get("isadmin")),
             **common,
         )
     verifier = None
     if server.reads_verifiers:
         (stored,) = _rows(conn, "role_state", "verifier", {"role": name})
         verifier = stored["rolpassword"]
-    return RoleState(name, entra=SINGLE_GROUP in member_of, verifier=verifier, **common)
+    return RoleState(
+        name,
+        entra=SINGLE_GROUP in member_of,
+        verifier=verifier,
+        administrator=SINGLE_ADMIN_GROUP in member_of,
+        **common,
+    )
 
 
 def client_id_matches(verifier: str | None, client_id: str, role: str) -> bool:
@@ -443,6 +452,12 @@ def plan_drop(server: Server, state: RoleState, force: bool) -> Plan:
 def _drop_sql(state: RoleState, force: bool, hint: str) -> list[sql.SQL | sql.Composed]:
     """The statements that drop a role, after the checks that keep DROP ROLE from failing halfway or
     taking other people's objects with it."""
+    if state.administrator:
+        raise Conflict(
+            f"role {state.name} is a Microsoft Entra administrator of the server; provision never drops or"
+            " re-creates one",
+            hint="Administrators are managed on the server's Authentication settings in Azure.",
+        )
     elsewhere = sorted({dep.database or "" for dep in state.dependencies if not dep.here})
     if elsewhere:
         raise Conflict(

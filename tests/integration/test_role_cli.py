@@ -273,6 +273,19 @@ def test_roles_that_are_not_entra_roles_are_refused(world: Any, flavor: str) -> 
     assert catalog(world, flavor) == before
 
 
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_the_entra_administrator_is_never_dropped_or_replaced(world: Any, flavor: str) -> None:
+    app = make_identity(world, "idApp")
+    before = catalog(world, flavor)
+    for args in (
+        ["drop", "--name", "aadadmin", "--force"],
+        ["create", "--name", "aadadmin", *ids(flavor, app), "--replace"],
+    ):
+        result = role(world, flavor, *args)
+        assert result.returncode == 1 and "is a Microsoft Entra administrator" in result.stderr, result.stderr
+    assert catalog(world, flavor) == before
+
+
 # --- dry run ----------------------------------------------------------------------------------------
 
 
