@@ -9,3 +9,8 @@ CREATE ROLE {role} WITH LOGIN PASSWORD {client_id} IN ROLE azure_ad_user
 -- name: flexible
 -- Arguments: role name, object (principal) id, principal type, is admin, is MFA.
 SELECT * FROM pgaadauth_create_principal_with_oid({role}, {object_id}, 'service', false, false)
+
+-- name: single_record_client_id
+-- PostgreSQL keeps the password only as a verifier that Azure's admin cannot read, so the client id
+-- the role was created for is also recorded where a re-run can compare it (a client id is no secret).
+COMMENT ON ROLE {role} IS {record}

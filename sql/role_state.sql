@@ -14,7 +14,8 @@ SELECT
         FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a
         WHERE d.datname = pg_catalog.current_database() AND a.grantee = r.oid AND a.privilege_type = 'CONNECT'
     ) AS connect_granted,
-    pg_catalog.pg_has_role(current_user, r.oid, 'USAGE') AS admin_has_privileges
+    pg_catalog.pg_has_role(current_user, r.oid, 'USAGE') AS admin_has_privileges,
+    pg_catalog.shobj_description(r.oid, 'pg_authid') AS description
 FROM pg_catalog.pg_roles r
 WHERE r.rolname = %(role)s
 

@@ -213,8 +213,9 @@ def create(
 
     A role already mapped to the same identity is left alone (exit 0). One mapped to another identity
     is refused (exit 1) unless --replace; a role of that name that is not a Microsoft Entra role is
-    always refused. Single Server stores the client id only as a password verifier, which the Azure
-    administrator cannot read: an existing role is then reported as unverified, with a warning.
+    always refused. Single Server keeps the client id only as a password verifier, which the Azure
+    administrator cannot read, so provision also records it in the role's comment and compares that on
+    re-runs; a role made by hand (no record) is reported as unverified, with a warning.
 
     \b
     Examples:

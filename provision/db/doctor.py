@@ -213,9 +213,9 @@ def diagnose_connection(
     where = f"--host {target.host}" + (f" --port {target.port}" if target.port != 5432 else "")
     appid, oid = (claims.appid, claims.oid) if claims and claims.appid and claims.oid else ("APPID", "OID")
     hint = (
-        f"The role {role!r} must exist and be mapped to this identity. Flexible Server maps it to an object id:"
-        f" compare the token's oid with `provision role show {where} --admin-user ADMIN --name {role}`."
-        " Single Server maps it to a client id that it keeps only as a password, which cannot be read back."
+        f"The role {role!r} must exist and be mapped to this identity: compare the token's oid (Flexible Server)"
+        f" or appid (Single Server) with `provision role show {where} --admin-user ADMIN --name {role}`"
+        " (on Single Server it shows the client id provision recorded; the password itself cannot be read back)."
         f" To map the role to this identity: `provision role create {where} --admin-user ADMIN --name {role}"
         f" --client-id {appid} --object-id {oid} --replace`."
     )

@@ -35,6 +35,7 @@ FLAVORS = ("single", "flexible")
 EVIDENCE = {"single": "role azure_ad_user", "flexible": "function pgaadauth_create_principal_with_oid"}
 SINGLE_GROUP = "azure_ad_user"
 SINGLE_ADMIN_GROUP = "azure_ad_admin"  # Single Server's Entra administrators
+CLIENT_ID_RECORD = "provision: client id "  # the role comment that records a Single Server role's client id
 ATTEMPTS = 3  # a concurrent CREATE by something that does not take our lock: re-check this often
 LOCK_WAIT = "60s"  # longest wait for another run on the same role (lock_timeout)
 SHOWN_OBJECTS = 20  # objects listed in a refusal; the rest are counted
@@ -203,6 +204,7 @@ class RoleState:
     principal_type: str | None = None  # Flexible: service, user, group
     administrator: bool = False  # an Entra admin of the server, which Azure's control plane manages
     verifier: str | None = None  # Single: the stored password verifier, when the admin may read it
+    recorded_client_id: str | None = None  # Single: the client id provision recorded when it created the role
     dependencies: tuple[Dependency, ...] = ()
 
     @property
@@ -243,10 +245,14 @@ def read_role(conn: psycopg.Connection, server: Server, name: str) -> RoleState:
     if server.reads_verifiers:
         (stored,) = _rows(conn, "role_state", "verifier", {"role": name})
         verifier = stored["rolpassword"]
+    description = row["description"] or ""
     return RoleState(
         name,
         entra=SINGLE_GROUP in member_of,
         verifier=verifier,
+        recorded_client_id=description.removeprefix(CLIENT_ID_RECORD)
+        if description.startswith(CLIENT_ID_RECORD)
+        else None,
         administrator=SINGLE_ADMIN_GROUP in member_of,
         **common,
     )
@@ -359,14 +365,20 @@ def _mapping(server: Server, state: RoleState, request: RoleRequest, plan: Plan)
         current = f"object id {state.object_id}"
         wanted = f"object id {identity.object_id}"
     else:
-        if not server.reads_verifiers:
-            plan.fields["clientIdVerified"] = False
-            return "--replace: re-created because its client id cannot be verified" if request.replace else None
-        plan.fields["clientIdVerified"] = True
-        if client_id_matches(state.verifier, identity.client_id or "", name):
-            return True
-        current = "another client id (stored only as a password verifier, so it cannot be shown)"
         wanted = f"client id {identity.client_id}"
+        plan.fields["clientIdVerified"] = server.reads_verifiers
+        if server.reads_verifiers:
+            if client_id_matches(state.verifier, identity.client_id or "", name):
+                return True
+            current = "another client id (stored only as a password verifier, so it cannot be shown)"
+        elif state.recorded_client_id is not None:
+            # Not the password itself, but what provision recorded beside it when it created the role.
+            plan.fields["recordedClientId"] = state.recorded_client_id
+            if state.recorded_client_id == identity.client_id:
+                return True
+            current = f"client id {state.recorded_client_id} (as recorded when provision created it)"
+        else:
+            return "--replace: re-created because its client id cannot be verified" if request.replace else None
     if request.replace:
         return f"--replace: mapped to {current}, re-created for {wanted}"
     raise Conflict(
@@ -385,6 +397,12 @@ def _create_sql(server: Server, request: RoleRequest) -> list[sql.SQL | sql.Comp
                 "single",
                 identifiers={"role": request.name},
                 literals={"client_id": request.identity.client_id or ""},
+            ),
+            statement(
+                "role_create",
+                "single_record_client_id",
+                identifiers={"role": request.name},
+                literals={"record": CLIENT_ID_RECORD + (request.identity.client_id or "")},
             ),
         ]
     return [
@@ -534,7 +552,10 @@ def show_role(conn: psycopg.Connection, flavor: str, name: str) -> Result:
     fields: dict[str, Any] = {"role": name, **server.fields(), "entra": state.entra}
     if server.flavor == "flexible":
         fields.update(objectId=state.object_id, principalType=state.principal_type)
+    else:
+        fields.update(recordedClientId=state.recorded_client_id)
     fields.update(
+        administrator=state.administrator,
         canLogin=state.can_login,
         memberOf=list(state.member_of),
         connect="granted" if state.connect_granted else "through PUBLIC" if server.public_connect else "not granted",

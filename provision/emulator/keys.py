@@ -59,7 +59,9 @@ class Authority:
                 _load_key(signing_path),
             )
         ca_key, signing_key = _new_key(), _new_key()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provision emulator CA")])
+        # A name of its own: certificates are matched to their issuer by name, so two emulators' CAs
+        # must not share one.
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"provision emulator CA {uuid.uuid4().hex[:12]}")])
         now = dt.datetime.now(dt.timezone.utc)
         ca_cert = (
             x509.CertificateBuilder()

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from helpers import admin_connection
 
 from provision.emulator import seed
 
@@ -180,6 +181,7 @@ def test_the_identity_logs_in_with_its_own_token_and_a_rerun_changes_nothing(wor
         assert created["statements"] == [
             "SET aad_validate_oids_in_tenant = off",
             f"CREATE ROLE \"myuser\" WITH LOGIN PASSWORD '{app['clientId']}' IN ROLE azure_ad_user",
+            f"COMMENT ON ROLE \"myuser\" IS 'provision: client id {app['clientId']}'",
             'GRANT "pg_monitor" TO "myuser"',
         ]
     else:
@@ -201,12 +203,22 @@ def test_the_identity_logs_in_with_its_own_token_and_a_rerun_changes_nothing(wor
         assert shown["objectId"] == app["objectId"]
 
 
-def test_single_server_says_it_cannot_verify_the_client_id_of_an_existing_role(world: Any) -> None:
+def test_single_server_compares_the_client_id_it_recorded(world: Any) -> None:
     app = make_identity(world, "idApp")
     role(world, "single", "create", "--name", "myuser", *ids("single", app))
     again = role(world, "single", "create", "--name", "myuser", *ids("single", app))
+    assert again.returncode == 0 and again.stderr == ""
+    assert output(again)["changed"] is False and output(again)["recordedClientId"] == app["clientId"]
+
+
+def test_single_server_says_it_cannot_verify_a_role_made_by_hand(world: Any) -> None:
+    app = make_identity(world, "idApp")
+    with admin_connection(world, "single", autocommit=True) as conn:  # the walkthrough's SQL, no record
+        conn.execute("SET aad_validate_oids_in_tenant = off")
+        conn.execute(f"CREATE ROLE byhand WITH LOGIN PASSWORD '{app['clientId']}' IN ROLE azure_ad_user")
+    again = role(world, "single", "create", "--name", "byhand", *ids("single", app))
     assert again.returncode == 0
-    assert output(again)["clientIdVerified"] is False
+    assert output(again)["clientIdVerified"] is False and output(again)["changed"] is False
     assert "cannot be checked: PostgreSQL shows password verifiers only to superusers" in again.stderr
 
 
@@ -231,13 +243,12 @@ def test_another_identity_is_not_mapped_silently_and_replace_remaps(world: Any, 
     before = catalog(world, flavor)
 
     refused = role(world, flavor, "create", "--name", "myuser", *ids(flavor, other))
+    assert refused.returncode == 1
     if flavor == "flexible":
-        assert refused.returncode == 1
         assert f"mapped to object id {app['objectId']}, not object id {other['objectId']}" in refused.stderr
     else:
-        # The Azure admin cannot read password verifiers: unchanged, and the warning says so.
-        assert refused.returncode == 0 and output(refused)["changed"] is False
-        assert f"client id {other['clientId']} cannot be checked" in refused.stderr
+        assert f"mapped to client id {app['clientId']} (as recorded" in refused.stderr
+        assert f"not client id {other['clientId']}" in refused.stderr
     assert "--replace" in refused.stderr
     assert catalog(world, flavor) == before
     assert login_refused(world, flavor, "myuser", other["clientId"])

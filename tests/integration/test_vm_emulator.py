@@ -342,11 +342,10 @@ def suggested(hint: str, command: str, target: Server) -> list[str]:
 
 
 def test_untrusted_server_certificate(fresh_emulator: Any, tmp_path: Path) -> None:
-    import trustme
+    from provision.emulator.keys import Authority
 
     target = server(fresh_emulator, "flexible")
-    other_ca = tmp_path / "other-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    other_ca = Authority.load_or_create(tmp_path / "another-authority").ca_path  # a CA that signed nothing here
 
     status, report = check_json(
         fresh_emulator, *target.options("myuser"), "--sslmode", "verify-full", "--sslrootcert", str(other_ca)
