@@ -104,23 +104,18 @@ class IdentityId:
         )
 
 
-def identity_id(value: str, option: str = "--identity-id", subscription: str | None = None) -> IdentityId:
+def identity_id(value: str, option: str = "--identity-id") -> IdentityId:
     match = _IDENTITY_ID.fullmatch(value.rstrip("/"))
     if not match:
         raise InvalidInput(
             f"{option} {_show(value)}: expected /subscriptions/<id>/resourceGroups/<group>"
             "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>"
         )
-    parsed = IdentityId(
+    return IdentityId(
         guid(match["subscription"], f"{option} subscription"),
         resource_group(match["group"], f"{option} resource group"),
         identity_name(match["name"], f"{option} name"),
     )
-    if subscription is not None and parsed.subscription != subscription:
-        raise InvalidInput(
-            f"{option} {_show(value)}: belongs to subscription {parsed.subscription}, not {subscription}"
-        )
-    return parsed
 
 
 def same_resource_id(a: str, b: str) -> bool:

@@ -59,8 +59,8 @@ class ManagedIdentityToken:
         """How long the token was valid for when IMDS issued it."""
         return self.expires_on - self.obtained_at
 
-    def remaining(self, now: float | None = None) -> float:
-        return self.expires_on - (time.time() if now is None else now)
+    def remaining(self) -> float:
+        return self.expires_on - time.time()
 
 
 @dataclass(frozen=True)

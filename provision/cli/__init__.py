@@ -7,7 +7,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -27,9 +27,8 @@ class Settings:
     arm_endpoint: str | None
     output: str
     dry_run: bool
-    verbose: int
 
-    def emit(self, result: Result) -> None:
+    def emit(self, result: Result) -> NoReturn:
         """Print a command's result on stdout (warnings on stderr) and exit with its status."""
         for warning in result.warnings:
             click.echo(f"warning: {warning}", err=True)
@@ -141,12 +140,13 @@ def cli(
         get_cloud(cloud)
         if subscription is not None:
             subscription = validate.guid(subscription, "--subscription")
-        if arm_endpoint is not None and not arm_endpoint.lower().startswith(("https://", "http://")):
+        # azure-core sends bearer tokens over TLS only: an http:// endpoint could never work.
+        if arm_endpoint is not None and not arm_endpoint.lower().startswith("https://"):
             raise InvalidInput(f"--arm-endpoint {arm_endpoint!r}: expected an https:// URL")
     except InvalidInput as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(int(ExitStatus.BAD_INPUT))
-    ctx.obj = Settings(subscription, get_cloud(cloud).name, arm_endpoint, output, dry_run, verbose)
+    ctx.obj = Settings(subscription, get_cloud(cloud).name, arm_endpoint, output, dry_run)
 
 
 def main() -> None:

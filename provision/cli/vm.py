@@ -142,10 +142,9 @@ def _quiet(step: str) -> None:
 
 def _render_diagnosis(diagnosis: Diagnosis) -> None:
     from provision.db.doctor import STEP_NAMES
-    from provision.logs import redact
 
     lines = [f"error: {STEP_NAMES[diagnosis.step]} failed: {diagnosis.summary}"]
     width = max(len(label) for label in diagnosis.evidence) + 1
     lines += [f"  {(label + ':').ljust(width)} {value}" for label, value in diagnosis.evidence.items()]
     lines.append(f"hint: {diagnosis.hint}")
-    click.echo(redact("\n".join(lines)), err=True)
+    click.echo("\n".join(lines), err=True)

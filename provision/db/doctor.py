@@ -18,6 +18,7 @@ from provision.azure import imds
 from provision.cloud import CLOUDS, Cloud
 from provision.db.connect import open_connection
 from provision.db.target import Target
+from provision.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,11 @@ class Diagnosis:
     summary: str  # what is wrong, in one line
     evidence: dict[str, str]  # what shows it: label -> value
     hint: str  # what to do
+
+    def __post_init__(self) -> None:
+        # What servers and libraries said goes out as it came, except anything shaped like a secret.
+        object.__setattr__(self, "summary", redact(self.summary))
+        object.__setattr__(self, "evidence", {label: redact(value) for label, value in self.evidence.items()})
 
     def as_dict(self) -> dict[str, Any]:
         return {
