@@ -26,10 +26,21 @@ def identity() -> None:
 
 
 def _identity_options(function: F) -> F:
-    function = click.option("-n", "--name", required=True, help="Identity name: 3-128 letters, digits, '-' or '_'.")(
-        function
-    )
-    return click.option("-g", "--resource-group", required=True, help="Resource group of the identity.")(function)
+    """-g and -n, validated as they are parsed, before anything else runs."""
+    function = click.option(
+        "-n",
+        "--name",
+        required=True,
+        callback=lambda ctx, param, value: validate.identity_name(value),
+        help="Identity name: 3-128 letters, digits, '-' or '_'.",
+    )(function)
+    return click.option(
+        "-g",
+        "--resource-group",
+        required=True,
+        callback=lambda ctx, param, value: validate.resource_group(value),
+        help="Resource group of the identity.",
+    )(function)
 
 
 def _machine_options(required: bool) -> Callable[[F], F]:
@@ -102,8 +113,6 @@ def create(
     Example:
       provision identity create -g myResourceGroup -n myManagedIdentity --vm myVM
     """
-    validate.resource_group(resource_group)
-    validate.identity_name(name)
     region = validate.location(location) if location is not None else None
     tag_map = dict(validate.tag(tag) for tag in tags)
     machine = _machine(vm, vmss, vm_resource_group, resource_group, required=False)
@@ -143,8 +152,6 @@ def assign(
     Nothing is sent when it is already attached. A scale set with a Manual upgrade policy gets a
     warning: its instances need an update to receive the identity.
     """
-    validate.resource_group(resource_group)
-    validate.identity_name(name)
     machine = _machine(vm, vmss, vm_resource_group, resource_group, required=True)
     arm = _arm(settings)
     from provision.azure import flows
@@ -180,8 +187,6 @@ def remove(
     Refused while the machine uses the identity for disk encryption
     (securityProfile.encryptionIdentity).
     """
-    validate.resource_group(resource_group)
-    validate.identity_name(name)
     machine = _machine(vm, vmss, vm_resource_group, resource_group, required=True)
     arm = _arm(settings)
     from provision.azure import flows
@@ -196,8 +201,6 @@ def remove(
 @pass_settings
 def delete(settings: Settings, resource_group: str, name: str) -> None:
     """Delete an identity. Deleting one that does not exist changes nothing and succeeds."""
-    validate.resource_group(resource_group)
-    validate.identity_name(name)
     arm = _arm(settings)
     from provision.azure import flows
 
@@ -214,8 +217,6 @@ def show(settings: Settings, resource_group: str, name: str) -> None:
     Example (the walkthrough's `az identity show ... --query clientId`):
       provision -o json identity show -g myResourceGroup -n myManagedIdentity | jq -r .clientId
     """
-    validate.resource_group(resource_group)
-    validate.identity_name(name)
     arm = _arm(settings)
     from provision.azure import flows
 

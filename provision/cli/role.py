@@ -4,6 +4,7 @@ to re-run, on Single and Flexible Server."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -11,7 +12,7 @@ import click
 
 from provision import validate
 from provision.cli import Settings, pass_settings
-from provision.cli.options import postgres_options
+from provision.cli.options import Server, postgres_options
 from provision.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -39,29 +40,63 @@ def role() -> None:
     """
 
 
+@dataclasses.dataclass(frozen=True)
+class AdminLogin:
+    """How to reach the server as its Entra administrator, as given on the command line."""
+
+    server: Server
+    user: str
+    client_id: str | None
+    flavor: str
+
+    def target(self) -> Target:
+        if self.flavor == "single" and self.user:  # with --flavor auto the server's answer tells, after connecting
+            validate.single_server_user(self.user, "--admin-user")
+        return self.server.target(self.user, "--admin-user")
+
+    def run(self, settings: Settings, command: Callable[[psycopg.Connection], Result]) -> Result:
+        """Validate the login, connect as the administrator and run `command` on the connection."""
+        from provision.cloud import get_cloud
+        from provision.db import admin
+
+        target = self.target()
+        client_id = validate.optional_guid(self.client_id, "--admin-client-id")
+        with admin.connect(target, get_cloud(settings.cloud), client_id) as connection:
+            return command(connection)
+
+
 def _admin_options(function: F) -> F:
-    function = click.option(
+    """The server options, --admin-user, --admin-client-id and --flavor, handed over as one `admin`."""
+
+    @functools.wraps(function)
+    def with_admin(
+        *args: Any, server: Server, admin_user: str, admin_client_id: str | None, flavor: str, **kw: Any
+    ) -> Any:
+        return function(*args, admin=AdminLogin(server, admin_user, admin_client_id, flavor), **kw)
+
+    wrapped: Any = with_admin
+    wrapped = click.option(
         "--flavor",
         type=click.Choice(["auto", "single", "flexible"]),
         default="auto",
         show_default=True,
         help="Server flavor. auto: Flexible Server has pgaadauth_create_principal_with_oid, Single Server has"
         " the role azure_ad_user.",
-    )(function)
-    function = click.option(
+    )(wrapped)
+    wrapped = click.option(
         "--admin-client-id",
         metavar="ID",
         help="Client id of the managed identity to sign in as administrator with (default: the credential"
         " chain's choice). Not used when PGPASSWORD is set.",
-    )(function)
-    function = click.option(
+    )(wrapped)
+    wrapped = click.option(
         "--admin-user",
         envvar="PGUSER",
         required=True,
         metavar="USER",
         help="The server's Microsoft Entra administrator; Single Server: name@servername. [env: PGUSER]",
-    )(function)
-    return postgres_options(function)
+    )(wrapped)
+    return postgres_options(wrapped)
 
 
 def _name_option(function: F) -> F:
@@ -71,18 +106,6 @@ def _name_option(function: F) -> F:
         metavar="ROLE",
         help="Role name the identity logs in as: up to 63 bytes, always quoted, so any character is harmless.",
     )(function)
-
-
-def _target(
-    host: str, port: int, database: str, sslmode: str, sslrootcert: str | None, admin_user: str, flavor: str
-) -> Target:
-    from provision.db.target import Target
-
-    if not admin_user:
-        raise InvalidInput("--admin-user: a user name cannot be empty")
-    if flavor == "single":  # with --flavor auto the server's answer tells, after connecting
-        validate.single_server_user(admin_user, "--admin-user")
-    return Target(host, admin_user, port, database, sslmode, sslrootcert)
 
 
 def _identity_lookup(
@@ -133,19 +156,6 @@ def _identity_lookup(
     return lookup
 
 
-def _run(
-    settings: Settings,
-    target: Target,
-    admin_client_id: str | None,
-    command: Callable[[psycopg.Connection], Result],
-) -> Result:
-    from provision.cloud import get_cloud
-    from provision.db import admin
-
-    with admin.connect(target, get_cloud(settings.cloud), admin_client_id) as connection:
-        return command(connection)
-
-
 def _emit(settings: Settings, result: Result) -> None:
     if settings.output == "text":
         # The statements show under each action in a dry run, and with -v as they run.
@@ -185,14 +195,7 @@ def _emit(settings: Settings, result: Result) -> None:
 @pass_settings
 def create(
     settings: Settings,
-    host: str,
-    port: int,
-    database: str,
-    sslmode: str,
-    sslrootcert: str | None,
-    admin_user: str,
-    admin_client_id: str | None,
-    flavor: str,
+    admin: AdminLogin,
     name: str,
     client_id: str | None,
     object_id: str | None,
@@ -228,18 +231,19 @@ def create(
 
     request = roles.RoleRequest(name, roles.IdentityIds(client_id, object_id), member_of, replace)
     lookup = _identity_lookup(settings, client_id, object_id, identity_id, identity_name, resource_group)
+    flavor = admin.flavor
     if lookup is None and flavor != "auto":
         roles.require_ids(flavor, request.identity)
-    target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
-    admin_id = validate.optional_guid(admin_client_id, "--admin-client-id")
+    admin.target()
+    validate.optional_guid(admin.client_id, "--admin-client-id")
     if lookup is not None:  # the first request: every input is valid by now
         request = dataclasses.replace(request, identity=lookup())
         if flavor != "auto":
             roles.require_ids(flavor, request.identity)
-    result = _run(
-        settings, target, admin_id, lambda connection: roles.create_role(connection, flavor, request, settings.dry_run)
+    _emit(
+        settings,
+        admin.run(settings, lambda connection: roles.create_role(connection, flavor, request, settings.dry_run)),
     )
-    _emit(settings, result)
 
 
 @role.command()
@@ -253,14 +257,7 @@ def create(
 @pass_settings
 def drop(
     settings: Settings,
-    host: str,
-    port: int,
-    database: str,
-    sslmode: str,
-    sslrootcert: str | None,
-    admin_user: str,
-    admin_client_id: str | None,
-    flavor: str,
+    admin: AdminLogin,
     name: str,
     force: bool,
 ) -> None:
@@ -273,16 +270,13 @@ def drop(
     """
     from provision.db import roles
 
-    target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
-    admin_id = validate.optional_guid(admin_client_id, "--admin-client-id")
     validate.role_name(name)
-    result = _run(
+    _emit(
         settings,
-        target,
-        admin_id,
-        lambda connection: roles.drop_role(connection, flavor, name, force, settings.dry_run),
+        admin.run(
+            settings, lambda connection: roles.drop_role(connection, admin.flavor, name, force, settings.dry_run)
+        ),
     )
-    _emit(settings, result)
 
 
 @role.command()
@@ -291,14 +285,7 @@ def drop(
 @pass_settings
 def show(
     settings: Settings,
-    host: str,
-    port: int,
-    database: str,
-    sslmode: str,
-    sslrootcert: str | None,
-    admin_user: str,
-    admin_client_id: str | None,
-    flavor: str,
+    admin: AdminLogin,
     name: str,
 ) -> None:
     """Show one role: whether it is a Microsoft Entra role, its object id (Flexible Server), memberships,
@@ -308,10 +295,8 @@ def show(
     """
     from provision.db import roles
 
-    target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
-    admin_id = validate.optional_guid(admin_client_id, "--admin-client-id")
     validate.role_name(name)
-    _emit(settings, _run(settings, target, admin_id, lambda connection: roles.show_role(connection, flavor, name)))
+    _emit(settings, admin.run(settings, lambda connection: roles.show_role(connection, admin.flavor, name)))
 
 
 @role.command(name="list")
@@ -319,22 +304,13 @@ def show(
 @pass_settings
 def list_(
     settings: Settings,
-    host: str,
-    port: int,
-    database: str,
-    sslmode: str,
-    sslrootcert: str | None,
-    admin_user: str,
-    admin_client_id: str | None,
-    flavor: str,
+    admin: AdminLogin,
 ) -> None:
     """List every Microsoft Entra principal: pgaadauth_list_principals(false) on Flexible Server, the
     members of azure_ad_user on Single Server."""
     from provision.db import roles
 
-    target = _target(host, port, database, sslmode, sslrootcert, admin_user, flavor)
-    admin_id = validate.optional_guid(admin_client_id, "--admin-client-id")
-    result = _run(settings, target, admin_id, lambda connection: roles.list_roles(connection, flavor))
+    result = admin.run(settings, lambda connection: roles.list_roles(connection, admin.flavor))
     if settings.output == "json":
         settings.emit(result)
     principals = result.fields["principals"]

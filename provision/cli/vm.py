@@ -11,7 +11,7 @@ import click
 
 from provision import validate
 from provision.cli import Settings, pass_settings
-from provision.cli.options import postgres_options
+from provision.cli.options import Server, postgres_options
 from provision.errors import ExitStatus
 from provision.plan import Result
 
@@ -67,11 +67,7 @@ def token(settings: Settings, client_id: str | None, resource: str | None) -> No
 @pass_settings
 def check(
     settings: Settings,
-    host: str,
-    port: int,
-    database: str,
-    sslmode: str,
-    sslrootcert: str | None,
+    server: Server,
     user: str,
     client_id: str | None,
 ) -> None:
@@ -81,9 +77,8 @@ def check(
     the most likely cause, with its evidence. Exit status 0 only when connected."""
     from provision.cloud import get_cloud
     from provision.db import doctor
-    from provision.db.target import Target
 
-    target = Target(host, user, port, database, sslmode, sslrootcert)
+    target = server.target(user)
     text = settings.output == "text"
     report = doctor.check(
         target,
@@ -109,11 +104,7 @@ def check(
 @pass_settings
 def psql(
     settings: Settings,
-    host: str,
-    port: int,
-    database: str,
-    sslmode: str,
-    sslrootcert: str | None,
+    server: Server,
     user: str,
     client_id: str | None,
     psql_args: tuple[str, ...],
@@ -126,10 +117,9 @@ def psql(
     \b
     provision psql --host H --user ROLE --client-id ID -- -c 'select current_user'"""
     from provision.db.connect import exec_psql
-    from provision.db.target import Target
 
     exec_psql(
-        Target(host, user, port, database, sslmode, sslrootcert),
+        server.target(user),
         validate.optional_guid(client_id, "--client-id"),
         settings.cloud,
         psql_args,
