@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from provision import validate
 from provision.cli import Settings, pass_settings
 from provision.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from provision.azure.machines import Machine
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,15 +48,22 @@ def _identity_options(function: F) -> F:
 
 
 def _machine_options(required: bool) -> Callable[[F], F]:
+    """--vm/--vmss and --vm-resource-group, handed to the command as one `machine` (None: not given)."""
+
     def decorate(function: F) -> F:
-        function = click.option(
+        @functools.wraps(function)
+        def with_machine(*args: Any, vm: str | None, vmss: str | None, vm_resource_group: str | None, **kw: Any) -> Any:
+            machine = _machine(vm, vmss, vm_resource_group, kw["resource_group"], required)
+            return function(*args, machine=machine, **kw)
+
+        wrapped: Any = click.option(
             "--vm-resource-group",
             metavar="RG",
             help="Resource group of the VM or scale set, when it is not the identity's.",
-        )(function)
-        function = click.option("--vmss", metavar="NAME", help="Scale set to attach the identity to.")(function)
+        )(with_machine)
+        wrapped = click.option("--vmss", metavar="NAME", help="Scale set to attach the identity to.")(wrapped)
         what = "VM to attach the identity to" + ("" if required else " after creating it")
-        return click.option("--vm", metavar="NAME", help=f"{what}. Give --vm or --vmss.")(function)
+        return click.option("--vm", metavar="NAME", help=f"{what}. Give --vm or --vmss.")(wrapped)
 
     return decorate
 
@@ -99,9 +110,7 @@ def create(
     name: str,
     location: str | None,
     tags: tuple[str, ...],
-    vm: str | None,
-    vmss: str | None,
-    vm_resource_group: str | None,
+    machine: Machine | None,
 ) -> None:
     """Create a user-assigned identity (if missing) and optionally attach it.
 
@@ -115,7 +124,6 @@ def create(
     """
     region = validate.location(location) if location is not None else None
     tag_map = dict(validate.tag(tag) for tag in tags)
-    machine = _machine(vm, vmss, vm_resource_group, resource_group, required=False)
     arm = _arm(settings)
     from provision.azure import flows
 
@@ -143,16 +151,13 @@ def assign(
     settings: Settings,
     resource_group: str,
     name: str,
-    vm: str | None,
-    vmss: str | None,
-    vm_resource_group: str | None,
+    machine: Machine,
 ) -> None:
     """Attach an existing identity to a VM or scale set, keeping the identities already there.
 
     Nothing is sent when it is already attached. A scale set with a Manual upgrade policy gets a
     warning: its instances need an update to receive the identity.
     """
-    machine = _machine(vm, vmss, vm_resource_group, resource_group, required=True)
     arm = _arm(settings)
     from provision.azure import flows
 
@@ -178,16 +183,13 @@ def remove(
     settings: Settings,
     resource_group: str,
     name: str,
-    vm: str | None,
-    vmss: str | None,
-    vm_resource_group: str | None,
+    machine: Machine,
 ) -> None:
     """Detach an identity from a VM or scale set; the other identities stay.
 
     Refused while the machine uses the identity for disk encryption
     (securityProfile.encryptionIdentity).
     """
-    machine = _machine(vm, vmss, vm_resource_group, resource_group, required=True)
     arm = _arm(settings)
     from provision.azure import flows
 
