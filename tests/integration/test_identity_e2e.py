@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from helpers import writes
 
 from provision.emulator import seed
 
@@ -46,14 +47,6 @@ def machine_identities(emulator_environ: dict[str, str]) -> Callable[..., tuple[
         return identity.get("type"), names
 
     return read
-
-
-def writes(emulator: Any, since: int) -> list[str]:
-    return [
-        f"{r['method']} {r['path']}"
-        for r in emulator.requests(since=since, service="arm")
-        if r["method"] in ("PUT", "PATCH", "DELETE")
-    ]
 
 
 def create(

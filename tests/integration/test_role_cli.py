@@ -12,7 +12,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from helpers import admin_connection
+from helpers import admin_connection, login_user
+from helpers import database_token as token
 
 from provision.emulator import seed
 
@@ -20,7 +21,6 @@ pytestmark = pytest.mark.integration
 
 FLAVORS = ("single", "flexible")
 ENV = {"single": "SINGLE", "flexible": "FLEX"}
-DATABASE_SCOPE = seed.DATABASE_AUDIENCE + "/.default"
 HOSTILE_NAMES = [
     'x"; DROP ROLE aadadmin; --',
     "Robert'); DROP TABLE students;--",
@@ -69,19 +69,6 @@ def make_identity(emulator: Any, name: str) -> dict[str, str]:
 def ids(flavor: str, identity: dict[str, str]) -> list[str]:
     """The id each flavor keys on, given directly."""
     return ["--client-id", identity["clientId"]] if flavor == "single" else ["--object-id", identity["objectId"]]
-
-
-def login_user(flavor: str, name: str) -> str:
-    return f"{name}@{seed.SINGLE_SERVER}" if flavor == "single" else name
-
-
-def token(client_id: str | None = None) -> str:
-    """A database token from the emulated IMDS: for a user-assigned identity, or (None) the VM's own,
-    which is the servers' Entra admin."""
-    from azure.identity import ManagedIdentityCredential
-
-    credential = ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
-    return credential.get_token(DATABASE_SCOPE).token
 
 
 def connect(emulator: Any, flavor: str, user: str, password: str) -> psycopg.Connection:
