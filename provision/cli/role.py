@@ -49,18 +49,19 @@ class AdminLogin:
     client_id: str | None
     flavor: str
 
-    def target(self) -> Target:
+    def validated(self) -> tuple[Target, str | None]:
+        """The connection target and the admin's client id, or InvalidInput."""
         if self.flavor == "single" and self.user:  # with --flavor auto the server's answer tells, after connecting
             validate.single_server_user(self.user, "--admin-user")
-        return self.server.target(self.user, "--admin-user")
+        target = self.server.target(self.user, "--admin-user")
+        return target, validate.optional_guid(self.client_id, "--admin-client-id")
 
     def run(self, settings: Settings, command: Callable[[psycopg.Connection], Result]) -> Result:
-        """Validate the login, connect as the administrator and run `command` on the connection."""
+        """Connect as the administrator and run `command` on the connection."""
         from provision.cloud import get_cloud
         from provision.db import admin
 
-        target = self.target()
-        client_id = validate.optional_guid(self.client_id, "--admin-client-id")
+        target, client_id = self.validated()
         with admin.connect(target, get_cloud(settings.cloud), client_id) as connection:
             return command(connection)
 
@@ -234,8 +235,7 @@ def create(
     flavor = admin.flavor
     if lookup is None and flavor != "auto":
         roles.require_ids(flavor, request.identity)
-    admin.target()
-    validate.optional_guid(admin.client_id, "--admin-client-id")
+    admin.validated()  # before the Resource Manager lookup: nothing is requested while any input is bad
     if lookup is not None:  # the first request: every input is valid by now
         request = dataclasses.replace(request, identity=lookup())
         if flavor != "auto":
