@@ -9,12 +9,8 @@ skipped and the transaction rolled back. All SQL text lives in the package provi
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import functools
-import hashlib
-import hmac
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +18,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from provision import validate
+from provision.db import verifiers
 from provision.errors import Conflict, DatabaseError, Forbidden, InvalidInput, NotFound, ProvisionError
 from provision.plan import Action, Result
 
@@ -258,29 +255,6 @@ def read_role(conn: psycopg.Connection, server: Server, name: str) -> RoleState:
     )
 
 
-def client_id_matches(verifier: str | None, client_id: str, role: str) -> bool:
-    """Whether a stored password verifier (SCRAM-SHA-256 or md5) was made from this client id.
-
-    Single Server keeps the client id as the role's password; PostgreSQL stores only a verifier, so
-    the comparison recomputes the verifier's keys instead of reading any plain text."""
-    if not verifier:
-        return False
-    if verifier.startswith("SCRAM-SHA-256$"):
-        try:
-            iterations_salt, keys = verifier.removeprefix("SCRAM-SHA-256$").split("$")
-            iterations, salt = iterations_salt.split(":")
-            stored_key = base64.b64decode(keys.split(":")[0], validate=True)
-            salted = hashlib.pbkdf2_hmac("sha256", client_id.encode(), base64.b64decode(salt), int(iterations))
-        except (ValueError, binascii.Error):
-            return False
-        client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-        return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
-    if verifier.startswith("md5"):
-        expected = "md5" + hashlib.md5((client_id + role).encode(), usedforsecurity=False).hexdigest()
-        return hmac.compare_digest(verifier, expected)
-    return False
-
-
 # --- Plans ------------------------------------------------------------------------------------------
 
 
@@ -368,7 +342,7 @@ def _mapping(server: Server, state: RoleState, request: RoleRequest, plan: Plan)
         wanted = f"client id {identity.client_id}"
         plan.fields["clientIdVerified"] = server.reads_verifiers
         if server.reads_verifiers:
-            if client_id_matches(state.verifier, identity.client_id or "", name):
+            if verifiers.made_from(state.verifier, identity.client_id or "", name):
                 return True
             current = "another client id (stored only as a password verifier, so it cannot be shown)"
         elif state.recorded_client_id is not None:

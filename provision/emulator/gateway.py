@@ -11,10 +11,7 @@ PostgreSQL does not know. Tokens and passwords are never logged.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
-import hmac
 import logging
 import re
 import socket
@@ -24,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from provision.db import verifiers
 from provision.emulator import seed
 from provision.emulator.keys import Authority, TokenRejected
 
@@ -133,22 +131,6 @@ def rewrite_aad_setting(kind: bytes, body: bytes) -> bytes:
 
 
 # -- SCRAM --------------------------------------------------------------------------------------
-
-
-def scram_matches(verifier: str | None, password: str) -> bool:
-    """Whether `password` is what a `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>` verifier
-    was made from: StoredKey = SHA-256(HMAC(PBKDF2-HMAC-SHA-256(password, salt, iterations), "Client Key"))."""
-    try:
-        method, parameters, keys = (verifier or "").split("$")
-        iterations, salt = parameters.split(":")
-        stored_key = base64.b64decode(keys.split(":")[0], validate=True)
-        salted = hashlib.pbkdf2_hmac(
-            "sha256", password.encode(), base64.b64decode(salt, validate=True), int(iterations)
-        )
-    except ValueError:
-        return False
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    return method == "SCRAM-SHA-256" and hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
 
 
 # -- the emulator's own connection to a cluster -------------------------------------------------
@@ -279,7 +261,7 @@ class SingleServer(Flavor):
         if member != "true":
             raise password_failed(user, "the role is not a member of azure_ad_user")
         # PBKDF2 takes milliseconds and releases the GIL: keep it off the loop.
-        if not await asyncio.to_thread(scram_matches, verifier, str(claims["appid"])):
+        if not await asyncio.to_thread(verifiers.made_from, verifier, str(claims["appid"]), role):
             raise password_failed(user, "the token's appid is not the role's client id")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from provision.db.verifiers import made_from
 from provision.emulator import cluster
 from provision.emulator.gateway import (
     PROTOCOL_3,
@@ -15,7 +16,6 @@ from provision.emulator.gateway import (
     parse_fields,
     parse_startup,
     rewrite_aad_setting,
-    scram_matches,
     startup_message,
 )
 
@@ -121,19 +121,19 @@ def test_other_messages_pass_unchanged() -> None:
 
 
 def test_scram_verifier_matches_the_password_it_was_made_from() -> None:
-    assert scram_matches(VERIFIER, CLIENT_ID)
-    assert not scram_matches(VERIFIER, CLIENT_ID.upper())
+    assert made_from(VERIFIER, CLIENT_ID, "x")
+    assert not made_from(VERIFIER, CLIENT_ID.upper(), "x")
 
 
 @pytest.mark.parametrize(
     "verifier",
     [
         VERIFIER.replace("dgvv", "Dgvv"),  # another StoredKey
-        "md5" + "0" * 32,  # md5 verifiers are not accepted
+        "md5" + "0" * 32,  # an md5 verifier of another password
         "SCRAM-SHA-256$4096:not base64!$x:y",
         "",
         None,
     ],
 )
 def test_scram_verifier_refuses_anything_else(verifier: str | None) -> None:
-    assert not scram_matches(verifier, CLIENT_ID)
+    assert not made_from(verifier, CLIENT_ID, "x")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from provision.cli import cli
-from provision.db import admin, roles
+from provision.db import admin, roles, verifiers
 from provision.db.roles import Dependency, IdentityIds, RoleRequest, RoleState, Server
 from provision.db.target import Target
 from provision.errors import Conflict, DatabaseError, Forbidden, InvalidInput, NotFound
@@ -171,19 +171,19 @@ def test_detect_refuses_what_it_cannot_tell(
 
 
 def test_client_id_matches_a_scram_verifier_only_for_the_same_id() -> None:
-    assert roles.client_id_matches(SCRAM_VERIFIER, CLIENT_ID, "vec")
-    assert not roles.client_id_matches(SCRAM_VERIFIER, OTHER_ID, "vec")
+    assert verifiers.made_from(SCRAM_VERIFIER, CLIENT_ID, "vec")
+    assert not verifiers.made_from(SCRAM_VERIFIER, OTHER_ID, "vec")
 
 
 def test_client_id_matches_an_md5_verifier_salted_with_the_role_name() -> None:
-    assert roles.client_id_matches(MD5_VERIFIER, CLIENT_ID, "vec5")
-    assert not roles.client_id_matches(MD5_VERIFIER, CLIENT_ID, "other")
-    assert not roles.client_id_matches(MD5_VERIFIER, OTHER_ID, "vec5")
+    assert verifiers.made_from(MD5_VERIFIER, CLIENT_ID, "vec5")
+    assert not verifiers.made_from(MD5_VERIFIER, CLIENT_ID, "other")
+    assert not verifiers.made_from(MD5_VERIFIER, OTHER_ID, "vec5")
 
 
 @pytest.mark.parametrize("verifier", [None, "", "SCRAM-SHA-256$garbage", "SCRAM-SHA-256$4096:!!$x:y", CLIENT_ID])
 def test_client_id_never_matches_a_missing_or_unknown_verifier(verifier: str | None) -> None:
-    assert not roles.client_id_matches(verifier, CLIENT_ID, "vec")
+    assert not verifiers.made_from(verifier, CLIENT_ID, "vec")
 
 
 # --- Re-runs: same identity, another identity, not an Entra role ------------------------------------
