@@ -13,9 +13,17 @@ class ExitStatus(enum.IntEnum):
 
 
 class ProvisionError(Exception):
-    """An expected failure: shown as one message, never as a traceback."""
+    """An expected failure: shown as one message, never as a traceback.
+
+    `code` names the kind of failure for pipelines (`-o json`); `outcome` is "unknown" when a write was
+    sent but whether it took effect could not be read (a re-run shows it)."""
 
     exit_status = ExitStatus.FAILURE
+    outcome: str | None = None
+
+    @property
+    def code(self) -> str:
+        return type(self).__name__
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -58,3 +66,28 @@ class DatabaseError(ProvisionError):
 
 class EmulatorError(ProvisionError):
     """The local Azure stack could not start or serve."""
+
+
+class OutcomeUnknown(ProvisionError):
+    """A write was sent or accepted, but its result could not be read: it may have been made."""
+
+    outcome = "unknown"
+
+
+class TimedOut(ProvisionError):
+    """The command's time budget (--timeout) ran out."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (raised in the main thread by the CLI's signal handlers). A BaseException,
+    like KeyboardInterrupt, so no `except Exception` swallows it. A step that had a write in flight sets
+    `during` ("updating VM myVM") before re-raising, so the message can say the change may have been made."""
+
+    def __init__(self, signum: int, during: str | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.during = during
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
