@@ -26,7 +26,9 @@ _IDENTITY_ID = re.compile(
     r"/providers/microsoft\.managedidentity/userassignedidentities/(?P<name>[^/]+)",
     re.IGNORECASE,
 )
-SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# The password is a bearer token: it travels encrypted or not at all.
+SSLMODES = ("verify-full", "verify-ca", "require")
+_UNENCRYPTED_SSLMODES = ("disable", "allow", "prefer")
 
 
 def _show(value: str) -> str:
@@ -168,6 +170,11 @@ def port(value: int | str, option: str = "--port") -> int:
 
 
 def sslmode(value: str, option: str = "--sslmode") -> str:
+    if value in _UNENCRYPTED_SSLMODES:
+        raise InvalidInput(
+            f"{option} {value}: refused, it lets the password (an access token) travel without TLS;"
+            " use verify-full (the default) or require"
+        )
     if value not in SSLMODES:
         raise InvalidInput(f"{option} {_show(value)}: expected one of {', '.join(SSLMODES)}")
     return value

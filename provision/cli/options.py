@@ -50,15 +50,16 @@ _SERVER_OPTIONS = (
     click.option(
         "--sslmode",
         envvar="PGSSLMODE",
-        default="require",
+        default="verify-full",
         show_default=True,
-        help="libpq sslmode; never weaker than require unless you ask. [env: PGSSLMODE]",
+        help="verify-full checks the server's certificate and host name; require (encrypted, not verified)"
+        " and verify-ca (host name not checked) only when asked, with a warning. [env: PGSSLMODE]",
     ),
     click.option(
         "--sslrootcert",
         envvar="PGSSLROOTCERT",
         type=click.Path(dir_okay=False),
-        help="CA certificate to verify the server (with --sslmode verify-full). [env: PGSSLROOTCERT]",
+        help="CA certificate file to verify the server with. [default: the system's CA bundle] [env: PGSSLROOTCERT]",
     ),
 )
 

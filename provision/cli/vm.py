@@ -111,8 +111,9 @@ def psql(
 ) -> None:
     """Run psql (from PATH) logged in with a token of this VM's managed identity.
 
-    The token reaches psql in PGPASSWORD, never on its command line; sslmode is require unless
-    --sslmode or PGSSLMODE says otherwise. psql's exit status is this command's.
+    The token reaches psql in PGPASSWORD, never on its command line; psql verifies the server
+    (verify-full, with the CA file of --sslrootcert or the system's bundle) unless --sslmode or
+    PGSSLMODE says otherwise. psql's exit status is this command's.
 
     \b
     provision psql --host H --user ROLE --client-id ID -- -c 'select current_user'"""

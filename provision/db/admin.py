@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from provision.cloud import Cloud
-from provision.db.target import Target
+from provision.db.doctor import FIREWALL, tls_problem
+from provision.db.target import Target, open_connection
 from provision.errors import DatabaseError, Forbidden, ProvisionError
 from provision.logs import redact
 
@@ -47,7 +48,7 @@ def connect(target: Target, cloud: Cloud, admin_client_id: str | None = None) ->
     password, source = admin_password(cloud, admin_client_id)
     log.info("connecting to %s with %s", target.describe(), source)
     try:
-        connection = psycopg.connect(**target.connect_kwargs(password), autocommit=True)
+        connection = open_connection(target, password, autocommit=True)
     except psycopg.Error as error:
         raise connection_error(str(error), target, password, source) from None
     with connection:
@@ -58,8 +59,6 @@ def connection_error(message: str, target: Target, password: str, source: str) -
     """A failed connection as a message that says what to check, with the password nowhere in it."""
     text = redact(message.replace(password, "<redacted>")) if password else redact(message)
     text = text.removeprefix("connection failed: ").strip()
-    from provision.db.doctor import FIREWALL, TLS
-
     if FIREWALL.search(text):
         return DatabaseError(
             f"{target.host}:{target.port} does not let this machine in: {text}",
@@ -74,6 +73,6 @@ def connection_error(message: str, target: Target, password: str, source: str) -
             " and tenant.",
         )
     hint = None
-    if TLS.search(text):
+    if tls_problem(text):
         hint = "Check --sslmode and --sslrootcert (the CA that signed the server certificate)."
     return DatabaseError(f"could not connect to {target.host}:{target.port} as {target.user!r}: {text}", hint=hint)

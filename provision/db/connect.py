@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from provision import validate
 from provision.azure import imds
 from provision.cloud import get_cloud
-from provision.db.target import Target
+from provision.db.doctor import diagnose_connection
+from provision.db.target import Target, open_connection, warn_if_unverified
 from provision.errors import DatabaseError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def connect(
     cloud: str = "AzureCloud",
     *,
     port: int = 5432,
-    sslmode: str = "require",
+    sslmode: str = "verify-full",
     sslrootcert: str | None = None,
     **kw: Any,
 ) -> psycopg.Connection[Any]:
@@ -55,9 +56,6 @@ def connect(
     try:
         return open_connection(target, token.token, **kw)
     except psycopg.OperationalError as error:
-        # Imported here: the doctor uses this module to connect.
-        from provision.db.doctor import diagnose_connection
-
         diagnosis = diagnose_connection(error, target, imds.decode_claims(token.token), get_cloud(cloud))
         raise DatabaseError(
             f"could not connect to {target.describe()}: {diagnosis.summary}", hint=diagnosis.hint
@@ -72,7 +70,7 @@ def pool(
     cloud: str = "AzureCloud",
     *,
     port: int = 5432,
-    sslmode: str = "require",
+    sslmode: str = "verify-full",
     sslrootcert: str | None = None,
     max_lifetime: float = 3600.0,
     **kw: Any,
@@ -92,6 +90,7 @@ def pool(
     if max_lifetime <= 0:
         raise InvalidInput(f"max_lifetime {max_lifetime!r}: expected a number of seconds above 0")
     lifetime = min(max_lifetime, imds.access_token(resource, client_id).lifetime / 2)
+    warn_if_unverified(target)
     log.info("pool for %s recycles connections after %.0f s", target.describe(), lifetime)
 
     def connection_kwargs() -> dict[str, Any]:
@@ -103,27 +102,27 @@ def pool(
     return ConnectionPool(kwargs=connection_kwargs, max_lifetime=lifetime, **kw)
 
 
-def open_connection(target: Target, password: str, **kw: Any) -> psycopg.Connection[Any]:
-    """psycopg.connect with the password passed as a keyword, never inside a conninfo string."""
-    import psycopg
-
-    log.info("connecting to %s (sslmode=%s)", target.describe(), target.sslmode)
-    return psycopg.connect(**{**target.connect_kwargs(password), **kw})
+# libpq's environment variables for Target.connect_kwargs. The keepalives have none; psql's
+# interactive session goes without them.
+_PSQL_ENVIRONMENT = {
+    "host": "PGHOST",
+    "port": "PGPORT",
+    "dbname": "PGDATABASE",
+    "user": "PGUSER",
+    "password": "PGPASSWORD",
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+}
 
 
 def psql_environment(target: Target, password: str, environ: Mapping[str, str]) -> dict[str, str]:
     """The environment for psql: libpq variables for the target, the token in PGPASSWORD."""
     env = dict(environ)
-    env.update(
-        PGHOST=target.host,
-        PGPORT=str(target.port),
-        PGDATABASE=target.database,
-        PGUSER=target.user,
-        PGSSLMODE=target.sslmode,
-        PGPASSWORD=password,
-    )
-    if target.sslrootcert:
-        env["PGSSLROOTCERT"] = target.sslrootcert
+    for name, value in target.connect_kwargs(password).items():
+        if name in _PSQL_ENVIRONMENT:
+            env[_PSQL_ENVIRONMENT[name]] = str(value)
     return env
 
 
@@ -136,6 +135,7 @@ def exec_psql(target: Target, client_id: str | None, cloud: str, psql_args: Sequ
         raise NotFound(
             "psql is not on PATH", hint="Install the PostgreSQL client (e.g. apt-get install postgresql-client)."
         )
+    warn_if_unverified(target)
     token = imds.access_token(_resource(cloud), client_id)
     log.info("running %s as %s (token in PGPASSWORD)", program, target.describe())
     sys.stdout.flush()

@@ -16,8 +16,7 @@ from typing import Any
 
 from provision.azure import imds
 from provision.cloud import CLOUDS, Cloud
-from provision.db.connect import open_connection
-from provision.db.target import Target
+from provision.db.target import Target, open_connection
 from provision.logs import redact
 
 log = logging.getLogger(__name__)
@@ -33,10 +32,17 @@ SERVER_DOMAINS = {
     ".postgres.database.usgovcloudapi.net": "AzureUSGovernment",
 }
 
-# What libpq and the server say, by cause (FIREWALL and TLS serve the admin's login too). Single
-# Server's gateway asks for <username@hostname>.
+# What libpq and the server say, by cause (FIREWALL, DROPPED and tls_problem serve the admin's login
+# too). Single Server's gateway asks for <username@hostname>.
 _SINGLE_SERVER_USER = re.compile(r"username@hostname|user@server|<username@", re.IGNORECASE)
-TLS = re.compile(r"\bSSL\b|\bTLS\b|certificate", re.IGNORECASE)
+# A session that the server or the network dropped speaks of SSL too ("SSL SYSCALL error: EOF
+# detected", "SSL error: unexpected eof while reading"): that is no TLS trust problem.
+DROPPED = re.compile(
+    r"closed the connection unexpectedly|SSL connection has been closed unexpectedly|SSL SYSCALL error"
+    r"|unexpected eof|EOF detected|connection reset by peer",
+    re.IGNORECASE,
+)
+_TLS = re.compile(r"\bSSL\b|\bTLS\b|certificate", re.IGNORECASE)
 _UNREACHABLE = re.compile(
     r"connection refused|failed to resolve host|could not translate host name|timeout expired|timed out"
     r"|no route to host|network is unreachable",
@@ -48,6 +54,11 @@ _AUTHENTICATION = re.compile(r"authentication failed|access token|\btoken\b", re
 _EXPIRED = re.compile(r"expired", re.IGNORECASE)
 _AUDIENCE = re.compile(r"audience", re.IGNORECASE)
 _WANTED_RESOURCE = re.compile(r'resource "([^"]+)"')
+
+
+def tls_problem(message: str) -> bool:
+    """Whether libpq's message is about TLS itself (trust, host name, a server without TLS), not a dropped session."""
+    return bool(_TLS.search(message)) and not DROPPED.search(message)
 
 
 @dataclass(frozen=True)
@@ -170,13 +181,20 @@ def diagnose_connection(
             "the server's firewall does not let this machine in",
             "Add a firewall rule for this VM's outbound address, or reach the server through its virtual network.",
         )
-    if TLS.search(said):
+    if DROPPED.search(said):
+        return found(
+            "connection_dropped",
+            "the server closed the connection before the login finished",
+            "A server restart, a failover or a network device dropped the session: try again. If it keeps"
+            " happening, check the server's state and its connection limits.",
+        )
+    if tls_problem(said):
         return found(
             "tls",
             "the TLS connection to the server failed",
             _tls_hint(said, target),
             ("sslmode", target.sslmode),
-            ("sslrootcert", target.sslrootcert),
+            ("sslrootcert", target.trust_store),
         )
     if _SINGLE_SERVER_USER.search(said):
         return found(
@@ -289,18 +307,16 @@ def _server_name(host: str) -> str | None:
 
 def _tls_hint(said: str, target: Target) -> str:
     if "SSL connection is required" in said:
-        return "The server takes TLS connections only: use --sslmode require (the default) or verify-full."
+        return "The server takes TLS connections only: use --sslmode verify-full (the default)."
     if "does not support SSL" in said:
-        return (
-            "The server offers no TLS. Azure servers always do: check --host and --port"
-            " (--sslmode disable is only for a local server)."
-        )
+        return "The server offers no TLS. Azure servers always do: check --host and --port."
     if "root certificate file" in said:
-        return f"--sslrootcert {target.sslrootcert} cannot be read: pass the CA certificate file of the server."
+        return f"--sslrootcert {target.trust_store} cannot be read: pass the CA certificate file of the server."
     return (
-        "The server's certificate does not verify against --sslrootcert, or its name is not --host. Pass the CA"
-        " that signed it (for Azure, the DigiCert Global Root G2 and Microsoft RSA Root 2017 bundle) and the"
-        " server's full host name; --sslmode require encrypts without verifying."
+        f"The server's certificate does not verify against {target.trust_store or 'the trusted CAs'}, or its name"
+        " is not --host: this may not be the server you meant. Use the server's full host name, and --sslrootcert"
+        " with the CA that signed its certificate if it is not a public one (Azure's chain to DigiCert Global"
+        " Root G2 and Microsoft RSA Root Certificate Authority 2017, in the system store)."
     )
 
 

@@ -1,24 +1,42 @@
-"""Where and how to connect: the libpq parameters every command shares, validated up front."""
+"""Where and how to connect: the libpq parameters every command shares, validated up front, and the
+one place that opens a connection with them."""
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from provision import validate
+from provision import deadline, validate
 from provision.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10  # seconds for one connection attempt, within what is left of the command's budget
+# TCP keepalives: a server that vanishes mid-session (failover, a dropped NAT entry) is noticed
+# after about idle + interval * count = 60 s instead of the kernel's two hours; Azure's load
+# balancers drop idle flows after 4 minutes, so an idle session stays open.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 @dataclass(frozen=True)
 class Target:
+    """`sslrootcert` is the CA file as given (None: PGSSLROOTCERT, then the system's roots); `trust_store`
+    is the file libpq verifies the server with (None with --sslmode require and no CA given)."""
+
     host: str
     user: str
     port: int = 5432
     database: str = "postgres"
-    sslmode: str = "require"
+    sslmode: str = "verify-full"
     sslrootcert: str | None = None
+    trust_store: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         validate.host(self.host)
@@ -28,13 +46,28 @@ class Target:
             raise InvalidInput("--user: a user name cannot be empty")
         if not self.database or "\x00" in self.database:
             raise InvalidInput(f"--database {self.database!r}: expected a database name")
-        if self.sslmode == "verify-full" and not _root_certificate_known(self.sslrootcert):
-            raise InvalidInput(
-                "--sslmode verify-full needs --sslrootcert (or PGSSLROOTCERT): the CA that signed the server"
-            )
+        object.__setattr__(self, "trust_store", _trust_store(self.sslmode, self.sslrootcert))
+
+    @property
+    def unverified_warning(self) -> str | None:
+        """What an impostor could do under a weaker --sslmode than verify-full, or None when the server is verified."""
+        if self.sslmode == "verify-full":
+            return None
+        gap = (
+            "the server's certificate is not verified"
+            if self.sslmode == "require"
+            else "the server's host name is not checked, so any server with a certificate from a trusted CA passes"
+        )
+        return (
+            f"--sslmode {self.sslmode}: {gap}. A server posing as {self.host} would receive the password: an access"
+            " token is a bearer credential that every server in the tenant accepts until it expires."
+            " Use --sslmode verify-full (the default)."
+        )
 
     def connect_kwargs(self, password: str) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect. The password travels here, never in a conninfo string."""
+        doing = f"connecting to {self.describe()}"
+        deadline.current().check(doing)
         kwargs: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
@@ -42,17 +75,64 @@ class Target:
             "user": self.user,
             "password": password,
             "sslmode": self.sslmode,
-            "connect_timeout": 10,
+            # libpq counts whole seconds (at least 2); 0 would mean no limit at all.
+            "connect_timeout": max(2, math.ceil(deadline.current().cap(CONNECT_TIMEOUT))),
             "application_name": "provision",
+            **KEEPALIVES,
         }
-        if self.sslrootcert:
-            kwargs["sslrootcert"] = self.sslrootcert
+        if self.trust_store:
+            kwargs["sslrootcert"] = self.trust_store
         return kwargs
 
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
 
 
-def _root_certificate_known(sslrootcert: str | None) -> bool:
-    """Whether libpq has a CA to verify the server with: given, in PGSSLROOTCERT, or its default file."""
-    return bool(sslrootcert or os.environ.get("PGSSLROOTCERT") or (Path.home() / ".postgresql" / "root.crt").exists())
+def open_connection(target: Target, password: str, **kw: Any) -> psycopg.Connection[Any]:
+    """psycopg.connect with the target's parameters (`kw` adds to them or overrides them); the password
+    goes as a keyword, never inside a conninfo string."""
+    import psycopg
+
+    warn_if_unverified(target)
+    log.info("connecting to %s (sslmode=%s)", target.describe(), target.sslmode)
+    return psycopg.connect(**{**target.connect_kwargs(password), **kw})
+
+
+def warn_if_unverified(target: Target) -> None:
+    if target.unverified_warning:
+        log.warning("%s", target.unverified_warning)
+
+
+def system_trust_store() -> str | None:
+    """The system's CA bundle (SSL_CERT_FILE, else OpenSSL's default file: Debian's ca-certificates.crt),
+    else certifi's; both hold the roots Azure Database for PostgreSQL chains to (DigiCert Global Root G2,
+    Microsoft RSA Root Certificate Authority 2017).
+
+    A file, not libpq's `sslrootcert=system`: psycopg-binary's own OpenSSL looks for the system store in
+    a directory of its build that does not exist on the machines it runs on, and psql before 16 does not
+    know `system`."""
+    import ssl
+
+    cafile = ssl.get_default_verify_paths().cafile  # None when the file does not exist
+    if cafile:
+        return cafile
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return str(certifi.where())
+
+
+def _trust_store(sslmode: str, sslrootcert: str | None) -> str | None:
+    given = sslrootcert or os.environ.get("PGSSLROOTCERT") or None
+    if given == "system" or (given is None and sslmode != "require"):
+        store = system_trust_store()
+        if store is None:
+            raise InvalidInput(
+                f"--sslmode {sslmode}: this machine has no CA bundle to verify the server with;"
+                " pass --sslrootcert (or PGSSLROOTCERT) with the CA file (for Azure: DigiCert Global Root G2)"
+            )
+        return store
+    if given is not None and not Path(given).is_file():
+        raise InvalidInput(f"--sslrootcert {given!r}: no such file (expected the CA certificate of the server)")
+    return given

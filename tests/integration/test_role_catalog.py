@@ -64,7 +64,7 @@ class Cluster:
         return psycopg.connect(host=self.socket_dir, user=SUPERUSER, dbname=database, autocommit=True)
 
     def target(self, database: str, user: str = "aadadmin") -> Target:
-        return Target(self.socket_dir, user, database=database, sslmode="disable")
+        return Target(self.socket_dir, user, database=database)
 
     def close(self) -> None:
         self._clusters.close()

@@ -459,7 +459,8 @@ def no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
         (BASE + ["--client-id", CLIENT_ID, "--member-of", "myuser"], "cannot be a member of itself"),
         (BASE + ["--client-id", CLIENT_ID, "--admin-client-id", "x"], "--admin-client-id 'x'"),
         (BASE + ["--client-id", CLIENT_ID, "--port", "0"], "--port '0'"),
-        (BASE + ["--client-id", CLIENT_ID, "--sslmode", "verify-full"], "needs --sslrootcert"),
+        (BASE + ["--client-id", CLIENT_ID, "--sslmode", "prefer"], "--sslmode prefer: refused"),
+        (BASE + ["--client-id", CLIENT_ID, "--sslrootcert", "/nonexistent/ca.pem"], "--sslrootcert '/nonexistent"),
         (["role", "create", "--host", "db;rm", "--admin-user", "a", "--name", "r", "--client-id", CLIENT_ID], "--host"),
         (
             ["role", "create", "--host", "h", "--admin-user", "", "--name", "r", "--client-id", CLIENT_ID],

@@ -20,7 +20,7 @@ from provision.azure import imds
 from provision.cli import cli
 from provision.cloud import get_cloud
 from provision.db import connect, doctor
-from provision.db.target import Target
+from provision.db.target import Target, system_trust_store
 
 CLIENT_ID = "8d0c3c37-4e1c-4d5e-9a52-6f1f2b0f4a11"
 PRINCIPAL_ID = "1b2c3d4e-5f60-4718-9a0b-1c2d3e4f5a6b"
@@ -206,7 +206,7 @@ def test_check_json(stub_imds: StubImds, server: StubServer) -> None:
     data = json.loads(result.stdout)
     assert data["connected"] is True and data["serverVersion"] == VERSION
     assert data["claims"]["oid"] == PRINCIPAL_ID and data["diagnosis"] is None
-    assert data["user"] == "myuser@myserver" and data["sslmode"] == "require"
+    assert data["user"] == "myuser@myserver" and data["sslmode"] == "verify-full"
     assert TOKEN not in result.output
 
 
@@ -373,8 +373,8 @@ def test_server_names_the_audience() -> None:
     ("message", "cause", "hint"),
     [
         ("server does not support SSL, but SSL was required", "tls", "offers no TLS"),
-        ("FATAL:  SSL connection is required. Please specify SSL options and retry.", "tls", "--sslmode require"),
-        ("SSL error: certificate verify failed", "tls", "does not verify against --sslrootcert"),
+        ("FATAL:  SSL connection is required. Please specify SSL options and retry.", "tls", "--sslmode verify-full"),
+        ("SSL error: certificate verify failed", "tls", "this may not be the server you meant"),
         ('server certificate for "localhost" does not match host name "127.0.0.1"', "tls", "its name is not --host"),
         ('root certificate file "/x.pem" does not exist', "tls", "cannot be read"),
         (
@@ -474,21 +474,22 @@ def test_psql_gets_the_token_in_its_environment(stub_imds: StubImds, psql_on_pat
         "myuser",
         "postgres",
     )
-    assert env["PGSSLMODE"] == "require"
+    assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"] == system_trust_store()
     assert TOKEN not in result.output
 
 
-def test_psql_keeps_the_users_sslmode(stub_imds: StubImds, psql_on_path: str) -> None:
-    path = str(Path(psql_on_path).parent)
+def test_psql_keeps_the_users_sslmode(stub_imds: StubImds, psql_on_path: str, tmp_path: Path) -> None:
+    path, ca = str(Path(psql_on_path).parent), tmp_path / "ca.pem"
+    ca.write_text("")
     from_environment = run("psql", "--host", "h", "--user", "u", env={"PATH": path, "PGSSLMODE": "verify-ca"})
     from_option = run(
-        "psql", "--host", "h", "--user", "u", "--sslmode", "verify-full", "--sslrootcert", "/ca.pem", env={"PATH": path}
+        "psql", "--host", "h", "--user", "u", "--sslmode", "require", "--sslrootcert", str(ca), env={"PATH": path}
     )
 
     assert isinstance(from_environment.exception, Exec) and isinstance(from_option.exception, Exec)
     assert from_environment.exception.env["PGSSLMODE"] == "verify-ca"
-    assert from_option.exception.env["PGSSLMODE"] == "verify-full"
-    assert from_option.exception.env["PGSSLROOTCERT"] == "/ca.pem"
+    assert from_option.exception.env["PGSSLMODE"] == "require"
+    assert from_option.exception.env["PGSSLROOTCERT"] == str(ca)
 
 
 def test_psql_not_on_path(stub_imds: StubImds, tmp_path: Path) -> None:
@@ -499,8 +500,10 @@ def test_psql_not_on_path(stub_imds: StubImds, tmp_path: Path) -> None:
     assert stub_imds.calls == []
 
 
-def test_psql_environment_is_built_from_the_target() -> None:
-    env = connect.psql_environment(Target("h", "u", 6432, "appdb", "verify-full", "/ca.pem"), "tok", {"HOME": "/root"})
+def test_psql_environment_is_built_from_the_target(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    env = connect.psql_environment(Target("h", "u", 6432, "appdb", "verify-full", str(ca)), "tok", {"HOME": "/root"})
 
     assert env == {
         "HOME": "/root",
@@ -509,8 +512,10 @@ def test_psql_environment_is_built_from_the_target() -> None:
         "PGDATABASE": "appdb",
         "PGUSER": "u",
         "PGSSLMODE": "verify-full",
-        "PGSSLROOTCERT": "/ca.pem",
+        "PGSSLROOTCERT": str(ca),
         "PGPASSWORD": "tok",
+        "PGCONNECT_TIMEOUT": "10",
+        "PGAPPNAME": "provision",
     }
 
 

@@ -18,6 +18,7 @@ import pytest
 
 import provision
 from provision.azure import imds
+from provision.db.target import KEEPALIVES, system_trust_store
 from provision.errors import CredentialError, DatabaseError, InvalidInput
 
 RESOURCE = "https://ossrdbms-aad.database.windows.net"
@@ -412,9 +413,11 @@ def test_connect_passes_the_token_as_password(fake_imds: FakeImds, recording_con
         "port": 6432,
         "dbname": "appdb",
         "user": "myuser",
-        "sslmode": "require",
+        "sslmode": "verify-full",
+        "sslrootcert": system_trust_store(),
         "connect_timeout": 10,
         "application_name": "provision",
+        **KEEPALIVES,
         "autocommit": True,
     }
     assert imds.decode_claims(password) == imds.decode_claims(imds.access_token(RESOURCE, CLIENT_ID).token)
@@ -469,7 +472,7 @@ def test_pool_connections_end_before_their_tokens(fake_imds: FakeImds) -> None:
     assert pool.max_lifetime == pytest.approx(50, abs=1)
     assert callable(pool.kwargs)
     first, second = pool.kwargs(), pool.kwargs()
-    assert first["user"] == "u" and first["sslmode"] == "require"
+    assert first["user"] == "u" and first["sslmode"] == "verify-full"
     assert first["password"] != second["password"]
     assert len(fake_imds.requests) == 3
 
