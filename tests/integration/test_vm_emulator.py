@@ -147,7 +147,7 @@ def test_psql_gets_the_token_in_its_environment_not_its_arguments(
         "PGPORT": target.port,
         "PGUSER": "myuser",
         "PGDATABASE": "postgres",
-        "PGSSLMODE": "require",
+        "PGSSLMODE": "verify-full",
     }
     assert not JWT.search(result.stdout + result.stderr)
 
@@ -356,17 +356,6 @@ def test_untrusted_server_certificate(fresh_emulator: Any, tmp_path: Path) -> No
     assert (diagnosis["step"], diagnosis["cause"]) == ("connect", "tls")
     assert diagnosis["evidence"]["message"] == "SSL error: certificate verify failed"
     assert diagnosis["evidence"]["sslrootcert"] == str(other_ca)
-
-
-def test_server_takes_tls_only(fresh_emulator: Any) -> None:
-    target = server(fresh_emulator, "flexible")
-
-    status, report = check_json(fresh_emulator, *target.options("myuser"), "--sslmode", "disable")
-
-    assert status == 1
-    diagnosis = report["diagnosis"]
-    assert (diagnosis["step"], diagnosis["cause"]) == ("connect", "tls")
-    assert "--sslmode require" in diagnosis["hint"]
 
 
 # -- secrets ---------------------------------------------------------------------------------------
