@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10  # seconds for one connection attempt, within what is left of the command's budget
 # TCP keepalives: a server that vanishes mid-session (failover, a dropped NAT entry) is noticed
-# after about idle + interval * count = 60 s instead of the kernel's two hours; Azure's load
-# balancers drop idle flows after 4 minutes, so an idle session stays open.
+# after about idle + interval * count = 60 s instead of the kernel's two hours, and an idle session
+# outlives Azure Load Balancer's default 4-minute idle timeout, after which it drops flows silently
+# (learn.microsoft.com/azure/load-balancer/load-balancer-tcp-reset).
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
@@ -66,8 +67,7 @@ class Target:
 
     def connect_kwargs(self, password: str) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect. The password travels here, never in a conninfo string."""
-        doing = f"connecting to {self.describe()}"
-        deadline.current().check(doing)
+        deadline.current().check(f"connecting to {self.describe()}")
         kwargs: dict[str, Any] = {
             "host": self.host,
             "port": self.port,

@@ -64,6 +64,7 @@ class Cluster:
         return psycopg.connect(host=self.socket_dir, user=SUPERUSER, dbname=database, autocommit=True)
 
     def target(self, database: str, user: str = "aadadmin") -> Target:
+        # Over a Unix socket libpq uses no TLS, whatever the sslmode.
         return Target(self.socket_dir, user, database=database)
 
     def close(self) -> None:
