@@ -137,6 +137,7 @@ def declared_audience(base_url: str) -> str:
     the one the Azure CLI uses too."""
     from azure.core import PipelineClient
     from azure.core.exceptions import AzureError as SdkError
+    from azure.core.pipeline.policies import RetryPolicy, UserAgentPolicy
     from azure.core.rest import HttpRequest, HttpResponse
 
     url = f"{base_url}/metadata/endpoints?api-version={METADATA_API_VERSION}"
@@ -144,7 +145,9 @@ def declared_audience(base_url: str) -> str:
     budget.check(f"reading {url}")
     hint = "Give the token audience with --arm-audience (or PROVISION_ARM_AUDIENCE)."
     try:
-        client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(base_url)
+        # Like the management clients: their User-Agent (and AZURE_HTTP_USER_AGENT) and a few retries.
+        policies = [UserAgentPolicy(sdk_moniker="provision"), RetryPolicy(retry_total=3)]
+        client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(base_url, policies=policies)
         with client:
             response = client.send_request(
                 HttpRequest("GET", url),
