@@ -464,6 +464,8 @@ BAD_INPUTS = [
     (["identity", "create", "-g", RG, "-n", "myManagedIdentity", "--vm", "a", "--vmss", "b"], "not both"),
     (["identity", "create", "-g", RG, "-n", "myManagedIdentity", "--vm-resource-group", "x"], "needs --vm"),
     (["identity", "create", "-g", RG, "-n", "myManagedIdentity", "--tag", "novalue"], "--tag 'novalue'"),
+    (["identity", "create", "-g", RG, "-n", "abc", *[w for i in range(51) for w in ("--tag", f"t{i}=v")]], "51 tags"),
+    (["identity", "create", "-g", RG, "-n", "abc", "--tag", "Env=a", "--tag", "env=b"], "--tag 'env'"),
     (["identity", "create", "-g", RG, "-n", "myManagedIdentity", "-l", "west/europe"], "--location"),
     (["identity", "assign", "-g", RG, "-n", "myManagedIdentity"], "--vm or --vmss is required"),
     (["identity", "remove", "-g", RG, "-n", "myManagedIdentity", "--vmss", "_x"], "--vmss '_x'"),
@@ -487,12 +489,23 @@ def test_bad_input_exits_2_before_any_request(clients: Clients, args: list[str],
         (["--subscription", "not-a-guid"], "--subscription 'not-a-guid'"),
         (["--cloud", "Mars"], "unknown cloud 'Mars'"),
         (["--arm-endpoint", "ftp://x"], "--arm-endpoint"),
+        (["--arm-endpoint", "https://"], "--arm-endpoint 'https://'"),
+        (["--arm-endpoint", "https://exa mple"], "--arm-endpoint 'https://exa mple'"),
+        (["--arm-endpoint", "https://127.0.0.1:1/?x=1"], "--arm-endpoint 'https://127.0.0.1:1/?x=1'"),
+        (["--arm-audience", "not a url"], "--arm-audience 'not a url'"),
     ],
 )
 def test_bad_global_options_exit_2(clients: Clients, args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, [*args, "identity", "show", "-g", RG, "-n", "myManagedIdentity"])
     assert result.exit_code == 2 and message in result.output
     assert clients.identities.method_calls == []
+
+
+def test_a_region_the_subscription_does_not_offer_exits_2_before_any_write(clients: Clients) -> None:
+    result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity", "-l", "Mars North", "--vm", "myVM")
+    assert result.exit_code == 2, result.output
+    assert "--location 'marsnorth'" in result.output and "westeurope" in result.output
+    assert clients.writes() == [] and clients.identities.method_calls == [] and clients.vms.method_calls == []
 
 
 def test_missing_subscription_exits_2(clients: Clients) -> None:
