@@ -301,6 +301,7 @@ class World:
 
     def check_scope(self, subscription: str, resource_group: str | None = None) -> None:
         if subscription.lower() != seed.SUBSCRIPTION_ID:
+            # Azure's words for any path under an unknown subscription (Azure/azure-cli#33657).
             raise ArmError(404, "SubscriptionNotFound", f"The subscription '{subscription}' could not be found.")
         if resource_group is not None and resource_group.lower() not in self.resource_groups:
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{resource_group}' could not be found.")
