@@ -7,17 +7,24 @@ with a one-line message that names the option and the bad value.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
 from provision.errors import InvalidInput
 
 _IDENTITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{2,127}")
-# Resource group: 1-90 of letters, digits, '_', '(', ')', '-', '.', not ending in '.'.
-_RESOURCE_GROUP = re.compile(r"[A-Za-z0-9_().-]{0,89}[A-Za-z0-9_()-]")
+# Resource group: 1-90 of '_', '-', '.', '(', ')' and letters or digits as .NET's Char.IsLetterOrDigit defines
+# them (Unicode letters included), not ending in '.' (learn.microsoft.com/azure/azure-resource-manager/management/
+# resource-name-rules#microsoftresources; the REST spec's pattern is ^[-\w\._\(\)]+$, maxLength 90).
+_RESOURCE_GROUP_PUNCTUATION = frozenset("_-.()")
+_LETTER_OR_DIGIT = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nd"})
 # VM and scale set: 1-64 of letters, digits, '-', '_', '.'; no leading '_' or '-', no trailing '.' or '-'.
 _MACHINE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9_])?")
 _TAG_KEY_FORBIDDEN = set("<>%&\\?/")
+# Azure's tag limits (learn.microsoft.com/azure/azure-resource-manager/management/tag-resources#limitations):
+# 50 tags per resource; names of 512 characters, values of 256, names case-insensitive.
+MAX_TAGS = 50
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
@@ -45,7 +52,8 @@ def identity_name(value: str, option: str = "--name") -> str:
 
 
 def resource_group(value: str, option: str = "--resource-group") -> str:
-    if not _RESOURCE_GROUP.fullmatch(value):
+    allowed = all(c in _RESOURCE_GROUP_PUNCTUATION or unicodedata.category(c) in _LETTER_OR_DIGIT for c in value)
+    if not (1 <= len(value) <= 90 and allowed and not value.endswith(".")):
         raise InvalidInput(
             f"{option} {_show(value)}: a resource group name has 1-90 characters, letters, digits, '_', '-',"
             " '.', '(' and ')', and does not end in '.'"
@@ -89,6 +97,40 @@ def tag(value: str, option: str = "--tag") -> tuple[str, str]:
             f"{option} {_show(value)}: expected KEY=VALUE (key 1-512 characters without <>%&\\?/, value up to 256)"
         )
     return key, tag_value
+
+
+def tags(values: tuple[str, ...] | list[str], option: str = "--tag") -> dict[str, str]:
+    """KEY=VALUE pairs as a map: at most MAX_TAGS, and no two keys that Azure would take for one."""
+    parsed = [tag(value, option) for value in values]
+    if len(parsed) > MAX_TAGS:
+        raise InvalidInput(f"{option}: {len(parsed)} tags given; Azure allows at most {MAX_TAGS} on a resource")
+    seen: dict[str, str] = {}
+    for key, _ in parsed:
+        if key.lower() in seen:
+            raise InvalidInput(
+                f"{option} {_show(key)}: the tag is also given as {_show(seen[key.lower()])};"
+                " Azure tag names are case-insensitive"
+            )
+        seen[key.lower()] = key
+    return dict(parsed)
+
+
+def https_url(value: str, option: str) -> str:
+    """An https:// URL with a host and nothing after its path: Resource Manager endpoints and token audiences.
+    (azure-core sends bearer tokens over TLS only, and the tool appends paths and queries to it.)"""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+        valid = parts.port is None or parts.port > 0
+    except ValueError:  # a port that is not a number, a bracketed host that is not an address
+        valid = False
+    plain = valid and not any(c.isspace() or not c.isprintable() for c in value)
+    if not (plain and parts.scheme.lower() == "https" and parts.hostname and not parts.query and not parts.fragment):
+        raise InvalidInput(f"{option} {_show(value)}: expected an https:// URL with a host, and no query or fragment")
+    if not _HOSTNAME.fullmatch(parts.hostname) and not _is_ip(parts.hostname):
+        raise InvalidInput(f"{option} {_show(value)}: {parts.hostname!r} is not a host name or an IP address")
+    return value
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,18 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
-    ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
 )
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
+from provision import deadline
 from provision.azure.credentials import SIGN_IN_HINT
 from provision.cloud import Cloud, get_cloud
 from provision.errors import AzureError, CredentialError, Forbidden, InvalidInput, NotFound, ProvisionError
@@ -33,23 +33,65 @@ if TYPE_CHECKING:
 log = logging.getLogger("provision.azure")
 
 RESOURCE_GROUP_API_VERSION = "2021-04-01"
+LOCATIONS_API_VERSION = "2022-12-01"
+# Azure serves the endpoints of a Resource Manager (its token audiences among them) at this version without a
+# token; Azure Stack Hub too. Shape: hashicorp/go-azure-sdk sdk/environments/metadata (metaDataResponse20220901).
+METADATA_API_VERSION = "2022-09-01"
 CONNECTION_TIMEOUT = 10
 READ_TIMEOUT = 60
 
 
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+Closeable = TypeVar("Closeable", bound=_Closeable)
+
+
 @dataclass(frozen=True)
 class Arm:
-    """Which Resource Manager to talk to, and as which subscription."""
+    """Which Resource Manager to talk to, as which subscription, with a token for which audience.
+
+    A context manager: leaving it closes the SDK clients and the credential it made (their sessions and
+    sockets), and a later call makes new ones."""
 
     subscription: str
     cloud: Cloud
     endpoint: str | None = None
+    audience: str | None = None  # --arm-audience; None: the cloud's, or what --arm-endpoint declares
+    _opened: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, compare=False, repr=False)
 
     @classmethod
-    def from_options(cls, subscription: str | None, cloud: str, endpoint: str | None) -> Arm:
+    def from_options(
+        cls, subscription: str | None, cloud: str, endpoint: str | None, audience: str | None = None
+    ) -> Arm:
         if not subscription:
             raise InvalidInput("--subscription (or AZURE_SUBSCRIPTION_ID) is required for Resource Manager commands")
-        return cls(subscription, get_cloud(cloud), endpoint)
+        return cls(subscription, get_cloud(cloud), endpoint, audience)
+
+    def __enter__(self) -> Arm:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.__dict__.pop("credential", None)
+        self._opened.close()
+
+    def _closed_on_exit(self, resource: Closeable) -> Closeable:
+        self._opened.callback(resource.close)
+        return resource
+
+    @functools.cached_property
+    def scope(self) -> str:
+        """The token scope for Resource Manager. A custom endpoint (Azure Stack Hub, the emulator) has its own
+        audience: a token for the public cloud's would be refused there."""
+        if self.audience is not None:
+            return _scope(self.audience)
+        if self.endpoint is None:
+            return self.cloud.arm_scope
+        return _scope(declared_audience(self.base_url))
 
     @property
     def base_url(self) -> str:
@@ -63,14 +105,14 @@ class Arm:
         """One credential for every client, so the credential chain runs (and caches its token) once."""
         from provision.azure.credentials import default_credential
 
-        return default_credential()
+        return self._closed_on_exit(default_credential())
 
     def _client_options(self) -> dict[str, Any]:
         return {
             "credential": self.credential,
             "subscription_id": self.subscription,
             "base_url": self.base_url,
-            "credential_scopes": [self.cloud.arm_scope],
+            "credential_scopes": [self.scope],
             "connection_timeout": CONNECTION_TIMEOUT,
             "read_timeout": READ_TIMEOUT,
         }
@@ -78,12 +120,49 @@ class Arm:
     def identity_client(self) -> ManagedServiceIdentityClient:
         from azure.mgmt.msi import ManagedServiceIdentityClient
 
-        return ManagedServiceIdentityClient(**self._client_options())
+        return self._closed_on_exit(ManagedServiceIdentityClient(**self._client_options()))
 
     def compute_client(self) -> ComputeManagementClient:
         from azure.mgmt.compute import ComputeManagementClient
 
-        return ComputeManagementClient(**self._client_options())
+        return self._closed_on_exit(ComputeManagementClient(**self._client_options()))
+
+
+def _scope(audience: str) -> str:
+    return audience.rstrip("/") + "/.default"  # as the clouds' scopes (provision.cloud)
+
+
+def declared_audience(base_url: str) -> str:
+    """The first token audience a Resource Manager declares at /metadata/endpoints (served without a token),
+    the one the Azure CLI uses too."""
+    from azure.core import PipelineClient
+    from azure.core.exceptions import AzureError as SdkError
+    from azure.core.pipeline.policies import RetryPolicy, UserAgentPolicy
+    from azure.core.rest import HttpRequest, HttpResponse
+
+    url = f"{base_url}/metadata/endpoints?api-version={METADATA_API_VERSION}"
+    budget = deadline.current()
+    budget.check(f"reading {url}")
+    hint = "Give the token audience with --arm-audience (or PROVISION_ARM_AUDIENCE)."
+    try:
+        # Like the management clients: their User-Agent (and AZURE_HTTP_USER_AGENT) and a few retries.
+        policies = [UserAgentPolicy(sdk_moniker="provision"), RetryPolicy(retry_total=3)]
+        client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(base_url, policies=policies)
+        with client:
+            response = client.send_request(
+                HttpRequest("GET", url),
+                connection_timeout=budget.cap(CONNECTION_TIMEOUT),
+                read_timeout=budget.cap(READ_TIMEOUT),
+            )
+            response.raise_for_status()
+            audiences = response.json()["authentication"]["audiences"]
+    except SdkError as error:
+        raise AzureError(f"could not read the token audience of {base_url} from {url}: {error}", hint=hint) from None
+    except (ValueError, KeyError, TypeError):
+        audiences = None
+    if not isinstance(audiences, list) or not audiences or not isinstance(audiences[0], str):
+        raise AzureError(f"{url} lists no token audience (authentication.audiences)", hint=hint)
+    return audiences[0]
 
 
 def resource_group_location(compute: ComputeManagementClient, arm: Arm, resource_group: str) -> str:
@@ -95,6 +174,24 @@ def resource_group_location(compute: ComputeManagementClient, arm: Arm, resource
         response = compute.send_request(HttpRequest("GET", arm.url(path, RESOURCE_GROUP_API_VERSION)))
         response.raise_for_status()
     return str(response.json()["location"])
+
+
+def require_location(client: Any, arm: Arm, location: str) -> str:
+    """`location` (as normalised by validate.location) if the subscription offers it, else InvalidInput naming
+    the offered ones: a made-up region must fail before anything is written. One GET, any SDK client."""
+    from azure.core.rest import HttpRequest
+
+    path = f"/subscriptions/{arm.subscription}/locations"
+    with errors_explained(f"the locations of subscription {arm.subscription}", arm):
+        response = client.send_request(HttpRequest("GET", arm.url(path, LOCATIONS_API_VERSION)))
+        response.raise_for_status()
+    offered = sorted(str(entry["name"]) for entry in response.json().get("value", []))
+    if location not in offered:
+        shown = ", ".join(offered[:12]) + (", ..." if len(offered) > 12 else "")
+        raise InvalidInput(
+            f"--location {location!r}: subscription {arm.subscription} has no such region (it offers {shown})"
+        )
+    return location
 
 
 class AdaptivePolling(ARMPolling):
@@ -147,13 +244,13 @@ def errors_explained(
         if error.response is None:  # no token at all: the credential chain failed
             raise CredentialError("could not get an access token for Resource Manager", hint=SIGN_IN_HINT) from None
         raise CredentialError(f"Resource Manager refused the access token ({_code(error)})") from None
-    except ResourceNotFoundError as error:
-        raise NotFound(_not_found_message(subject, arm, resource_group, error)) from None
     except HttpResponseError as error:
         if error.status_code == 403:
+            # Azure's own message names the action, the scope and, for LinkedAuthorizationFailed, the linked
+            # resource (an identity the caller may not assign): more precise than any guess made here.
             verb = "read" if needs_role == ROLE_TO_READ else "change"
             raise Forbidden(
-                f"not allowed to {verb} {subject} ({_code(error)})",
+                f"not allowed to {verb} {subject}: {_code(error)}: {_message(error)}",
                 hint=f"The signed-in principal needs the Azure role {needs_role}.",
             ) from None
         if error.status_code == 404:
@@ -181,10 +278,25 @@ def _message(error: HttpResponseError) -> str:
     return str(message or error.reason or "no details")
 
 
+# The 404 codes that say the resource itself is missing; every other 404 (SubscriptionNotFound,
+# ResourceGroupNotFound, ParentResourceNotFound, InvalidResourceType, ...) says the path to it is wrong.
+ABSENT_CODES = frozenset({"ResourceNotFound", "NotFound"})
+
+
+def is_absent(error: HttpResponseError) -> bool:
+    """Whether a 404 means that the resource asked for does not exist (and its subscription and group do)."""
+    return error.status_code == 404 and _code(error) in ABSENT_CODES
+
+
 def _not_found_message(subject: str, arm: Arm, resource_group: str | None, error: HttpResponseError) -> str:
     code = _code(error)
+    if code == "SubscriptionNotFound":
+        return (
+            f"subscription {arm.subscription} was not found at {arm.base_url} (check --subscription or"
+            " AZURE_SUBSCRIPTION_ID, and that the signed-in principal has access to it)"
+        )
     if code == "ResourceGroupNotFound":
         return f"resource group {resource_group} was not found in subscription {arm.subscription}"
-    if code == "SubscriptionNotFound":
-        return f"subscription {arm.subscription} was not found (check --subscription)"
-    return f"{subject} was not found in subscription {arm.subscription}"
+    if code in ABSENT_CODES:
+        return f"{subject} was not found in subscription {arm.subscription}"
+    return f"Resource Manager found no {subject} in subscription {arm.subscription}: {code}: {_message(error)}"

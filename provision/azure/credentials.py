@@ -12,6 +12,7 @@ from provision.errors import CredentialError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.identity import DefaultAzureCredential
 
 
 SIGN_IN_HINT = (
@@ -20,7 +21,7 @@ SIGN_IN_HINT = (
 )
 
 
-def default_credential(managed_identity_client_id: str | None = None) -> TokenCredential:
+def default_credential(managed_identity_client_id: str | None = None) -> DefaultAzureCredential:
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential(

@@ -84,7 +84,7 @@ def remove(
 
 def delete(arm: Arm, msi: ManagedServiceIdentityClient, resource_group: str, name: str, dry_run: bool) -> Result:
     result = Result(dry_run=dry_run)
-    identity, action = identities.delete_identity(msi, arm, resource_group, name, dry_run)
+    identity, action = identities.delete_identity(msi, arm, resource_group, name, dry_run, result.warnings.append)
     result.add(action)
     result.fields.update(
         identity.fields() if identity else {"id": str(IdentityId(arm.subscription, resource_group, name)), "name": name}

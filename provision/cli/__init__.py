@@ -27,6 +27,7 @@ class Settings:
     arm_endpoint: str | None
     output: str
     dry_run: bool
+    arm_audience: str | None = None
 
     def emit(self, result: Result) -> NoReturn:
         """Print a command's result on stdout (warnings on stderr) and exit with its status."""
@@ -95,6 +96,13 @@ def _usage_error_in_one_line(ctx: click.Context) -> Iterator[None]:
     " [env: PROVISION_ARM_ENDPOINT]",
 )
 @click.option(
+    "--arm-audience",
+    envvar="PROVISION_ARM_AUDIENCE",
+    metavar="URL",
+    help="Token audience for --arm-endpoint. Default: the first one the endpoint lists at /metadata/endpoints."
+    " [env: PROVISION_ARM_AUDIENCE]",
+)
+@click.option(
     "-o",
     "--output",
     envvar="PROVISION_OUTPUT",
@@ -116,6 +124,7 @@ def cli(
     subscription: str | None,
     cloud: str,
     arm_endpoint: str | None,
+    arm_audience: str | None,
     output: str,
     dry_run: bool,
     verbose: int,
@@ -140,13 +149,14 @@ def cli(
         get_cloud(cloud)
         if subscription is not None:
             subscription = validate.guid(subscription, "--subscription")
-        # azure-core sends bearer tokens over TLS only: an http:// endpoint could never work.
-        if arm_endpoint is not None and not arm_endpoint.lower().startswith("https://"):
-            raise InvalidInput(f"--arm-endpoint {arm_endpoint!r}: expected an https:// URL")
+        if arm_endpoint is not None:
+            arm_endpoint = validate.https_url(arm_endpoint, "--arm-endpoint")
+        if arm_audience is not None:
+            arm_audience = validate.https_url(arm_audience, "--arm-audience")
     except InvalidInput as error:
         click.echo(f"error: {error}", err=True)
         ctx.exit(int(ExitStatus.BAD_INPUT))
-    ctx.obj = Settings(subscription, get_cloud(cloud).name, arm_endpoint, output, dry_run)
+    ctx.obj = Settings(subscription, get_cloud(cloud).name, arm_endpoint, output, dry_run, arm_audience)
 
 
 def main() -> None:

@@ -88,7 +88,7 @@ def _machine(vm: str | None, vmss: str | None, group: str | None, resource_group
 def _arm(settings: Settings) -> Any:
     from provision.azure.arm import Arm
 
-    return Arm.from_options(settings.subscription, settings.cloud, settings.arm_endpoint)
+    return Arm.from_options(settings.subscription, settings.cloud, settings.arm_endpoint, settings.arm_audience)
 
 
 def _progress(settings: Settings) -> Callable[[float], None] | None:
@@ -100,7 +100,11 @@ def _progress(settings: Settings) -> Callable[[float], None] | None:
 
 @identity.command()
 @_identity_options
-@click.option("-l", "--location", help="Region for a new identity. Default: the resource group's region.")
+@click.option(
+    "-l",
+    "--location",
+    help="Region for a new identity, one the subscription offers. Default: the resource group's region.",
+)
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag to set; repeatable. Other tags are kept.")
 @_machine_options(required=False)
 @pass_settings
@@ -123,15 +127,18 @@ def create(
       provision identity create -g myResourceGroup -n myManagedIdentity --vm myVM
     """
     region = validate.location(location) if location is not None else None
-    tag_map = dict(validate.tag(tag) for tag in tags)
-    arm = _arm(settings)
+    tag_map = validate.tags(tags)
     from provision.azure import flows
+    from provision.azure.arm import require_location
 
-    settings.emit(
-        flows.create(
+    with _arm(settings) as arm:
+        compute = arm.compute_client()
+        if region is not None:
+            require_location(compute, arm, region)
+        result = flows.create(
             arm,
             arm.identity_client(),
-            arm.compute_client(),
+            compute,
             resource_group,
             name,
             region,
@@ -140,7 +147,7 @@ def create(
             settings.dry_run,
             _progress(settings),
         )
-    )
+    settings.emit(result)
 
 
 @identity.command()
@@ -158,11 +165,10 @@ def assign(
     Nothing is sent when it is already attached. A scale set with a Manual upgrade policy gets a
     warning: its instances need an update to receive the identity.
     """
-    arm = _arm(settings)
     from provision.azure import flows
 
-    settings.emit(
-        flows.assign(
+    with _arm(settings) as arm:
+        result = flows.assign(
             arm,
             arm.identity_client(),
             arm.compute_client(),
@@ -172,7 +178,7 @@ def assign(
             settings.dry_run,
             _progress(settings),
         )
-    )
+    settings.emit(result)
 
 
 @identity.command()
@@ -190,23 +196,30 @@ def remove(
     Refused while the machine uses the identity for disk encryption
     (securityProfile.encryptionIdentity).
     """
-    arm = _arm(settings)
     from provision.azure import flows
 
-    settings.emit(
-        flows.remove(arm, arm.compute_client(), resource_group, name, machine, settings.dry_run, _progress(settings))
-    )
+    with _arm(settings) as arm:
+        result = flows.remove(
+            arm, arm.compute_client(), resource_group, name, machine, settings.dry_run, _progress(settings)
+        )
+    settings.emit(result)
 
 
 @identity.command()
 @_identity_options
 @pass_settings
 def delete(settings: Settings, resource_group: str, name: str) -> None:
-    """Delete an identity. Deleting one that does not exist changes nothing and succeeds."""
-    arm = _arm(settings)
+    """Delete an identity. Deleting one that does not exist changes nothing and succeeds.
+
+    Refused while a VM or scale set uses it for disk encryption (securityProfile.encryptionIdentity).
+    Machines it is still attached to are named in a warning: Azure lets them keep a dangling reference,
+    and they can no longer get its tokens (run `identity remove` first to detach it cleanly).
+    """
     from provision.azure import flows
 
-    settings.emit(flows.delete(arm, arm.identity_client(), resource_group, name, settings.dry_run))
+    with _arm(settings) as arm:
+        result = flows.delete(arm, arm.identity_client(), resource_group, name, settings.dry_run)
+    settings.emit(result)
 
 
 @identity.command()
@@ -219,7 +232,8 @@ def show(settings: Settings, resource_group: str, name: str) -> None:
     Example (the walkthrough's `az identity show ... --query clientId`):
       provision -o json identity show -g myResourceGroup -n myManagedIdentity | jq -r .clientId
     """
-    arm = _arm(settings)
     from provision.azure import flows
 
-    settings.emit(flows.show(arm, arm.identity_client(), resource_group, name))
+    with _arm(settings) as arm:
+        result = flows.show(arm, arm.identity_client(), resource_group, name)
+    settings.emit(result)

@@ -2,10 +2,15 @@
 Instance Metadata Service: the request log, fault injection and a threaded loopback server.
 
 Routes (names and fixed segments are case-insensitive, as in Azure):
+  GET                 /metadata/endpoints (no token needed, as in Azure)
   GET                 /subscriptions/{sub}
+  GET                 /subscriptions/{sub}/locations
+  GET                 /subscriptions/{sub}/providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
   GET                 /subscriptions/{sub}/resourceGroups/{rg}
   GET                 .../providers/Microsoft.ManagedIdentity/userAssignedIdentities
   GET PUT PATCH DELETE .../providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}
+  GET PUT PATCH       .../userAssignedIdentities/{name}/providers/Microsoft.Resources/tags/default
+  GET                 .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
   GET PATCH           .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name}
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
 Admin routes for tests, no token needed, not recorded: see `ADMIN_HELP`.
@@ -49,6 +54,7 @@ ADMIN_HELP = {
 }
 ARM_AUDIENCES = (seed.ARM_AUDIENCE, seed.ARM_AUDIENCE.rstrip("/"))
 COMPUTE_API_VERSION = "2026-04-01"
+TAGS_SEGMENTS = ["providers", "microsoft.resources", "tags", "default"]  # the Tags API below a resource
 
 # -- requests, replies and the log ------------------------------------------------------------------
 
@@ -132,6 +138,8 @@ FAULT_KINDS = {
     "drop": "close the connection without an answer (the request is not carried out)",
     "concurrent_change": "someone else changes the machine first (new etag; attaches `identity` if given)",
     "retry_after": "answer normally, with Retry-After: `retry_after` (default 1)",
+    "forbidden": "403 AuthorizationFailed for the caller, naming the action and the scope",
+    "linked_forbidden": "403 LinkedAuthorizationFailed: the caller may not assign `identity` (a resource id)",
 }
 
 
@@ -369,8 +377,12 @@ class ArmService(Service):
 
     def handle(self, request: Request, fault: Fault | None) -> Reply:
         headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
+        if request.method == "GET" and request.path.rstrip("/").lower() == "/metadata/endpoints":
+            return Reply(200, _cloud_metadata(f"https://{request.headers.get('Host')}"), headers)
         try:
             self._authenticate(request)
+            if fault and fault.kind in ("forbidden", "linked_forbidden"):
+                raise _forbidden(request, fault)
             if "api-version" not in request.query:
                 raise ArmError(
                     400,
@@ -423,6 +435,12 @@ class ArmService(Service):
         sub = segments[1]
         if len(segments) == 2 and method == "GET":
             return Reply(200, self.world.subscription(sub))
+        if lower[2:] == ["locations"] and method == "GET":
+            return Reply(200, self.world.locations(sub))
+        if len(segments) == 5 and lower[2:4] == ["providers", "microsoft.compute"] and method == "GET":
+            kind = next((k for k in MACHINE_KINDS if k.lower() == lower[4]), None)
+            if kind is not None:
+                return Reply(200, self.world.list_machines(sub, kind))
         if lower[2:5] == ["providers", "microsoft.compute", "locations"] and len(segments) == 8:
             if lower[6] != "operations" or method != "GET":
                 raise _no_route(request)
@@ -435,9 +453,11 @@ class ArmService(Service):
             return Reply(200, self.world.resource_group(sub, rg))
         if rest_lower[:3] == ["providers", "microsoft.managedidentity", "userassignedidentities"]:
             return self._identities(request, sub, rg, rest[3:])
-        if len(rest) == 4 and rest_lower[:2] == ["providers", "microsoft.compute"]:
+        if len(rest) in (3, 4) and rest_lower[:2] == ["providers", "microsoft.compute"]:
             kind = next((k for k in MACHINE_KINDS if k.lower() == rest_lower[2]), None)
-            if kind is not None:
+            if kind is not None and len(rest) == 3 and method == "GET":
+                return Reply(200, self.world.list_machines(sub, kind, rg))
+            if kind is not None and len(rest) == 4:
                 return self._machine(request, sub, rg, kind, rest[3], fault)
         raise _no_route(request)
 
@@ -445,6 +465,20 @@ class ArmService(Service):
         method = request.method
         if not names and method == "GET":
             return Reply(200, self.world.list_identities(sub, rg))
+        if len(names) == 5 and [n.lower() for n in names[1:]] == [
+            "providers",
+            "microsoft.resources",
+            "tags",
+            "default",
+        ]:
+            if method == "GET":
+                return Reply(200, self.world.identity_tags(sub, rg, names[0], None))
+            if method in ("PATCH", "PUT"):
+                body = _object(request)
+                if method == "PUT":  # Tags - Create Or Update At Scope: the whole set
+                    body = {"operation": "Replace", "properties": body.get("properties")}
+                return Reply(200, self.world.identity_tags(sub, rg, names[0], body))
+            raise _method_not_allowed(request)
         if len(names) != 1:
             raise _no_route(request)
         name = names[0]
@@ -529,6 +563,62 @@ def _object(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
     return body
+
+
+def _cloud_metadata(base: str) -> dict[str, Any]:
+    """This Resource Manager's endpoints, in the shape Azure serves at /metadata/endpoints?api-version=2022-09-01
+    (fields as hashicorp/go-azure-sdk sdk/environments/metadata reads them); the audiences are the ones its
+    tokens are checked against."""
+    return {
+        "name": "ProvisionEmulator",
+        "resourceManager": base,
+        "portal": "https://portal.azure.com",
+        "authentication": {
+            "loginEndpoint": "https://login.microsoftonline.com",
+            "audiences": [seed.ARM_AUDIENCE],
+            "tenant": "common",
+            "identityProvider": "AAD",
+        },
+        "ossrDbmsResourceId": seed.DATABASE_AUDIENCE,
+        "suffixes": {"postgresqlServerEndpoint": "postgres.database.azure.com"},
+    }
+
+
+def _forbidden(request: Request, fault: Fault) -> ArmError:
+    """Azure's 403s, worded as Azure words them: AuthorizationFailed (MicrosoftDocs/azure-docs#77897) and, for a
+    machine write naming an identity the caller may not assign, LinkedAuthorizationFailed
+    (Azure/aad-pod-identity#613)."""
+    token = (request.headers.get("Authorization") or "").partition(" ")[2].strip()
+    caller = jwt.decode(token, options={"verify_signature": False}).get("oid", "")
+    action = _action(request)
+    if fault.kind == "linked_forbidden":
+        return ArmError(
+            403,
+            "LinkedAuthorizationFailed",
+            f"The client '{caller}' with object id '{caller}' has permission to perform action '{action}' on scope"
+            f" '{request.path}'; however, it does not have permission to perform action"
+            f" 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked scope(s)"
+            f" '{fault.identity}' or the linked scope(s) are invalid.",
+        )
+    return ArmError(
+        403,
+        "AuthorizationFailed",
+        f"The client '{caller}' with object id '{caller}' does not have authorization to perform action"
+        f" '{action}' over scope '{request.path}' or the scope is invalid. If access was recently granted,"
+        " please refresh your credentials.",
+    )
+
+
+def _action(request: Request) -> str:
+    """The Azure RBAC action a request needs: `{namespace}/{type}/read|write|delete`."""
+    segments = [s for s in request.path.split("/") if s]
+    lower = [s.lower() for s in segments]
+    verb = {"GET": "read", "DELETE": "delete"}.get(request.method, "write")
+    if "providers" not in lower:
+        kinds = ["subscriptions", "resourceGroups"][: len(segments) // 2]
+        return f"Microsoft.Resources/{'/'.join(kinds)}/{verb}"
+    at = len(lower) - 1 - lower[::-1].index("providers")
+    return "/".join([*segments[at + 1 : at + 3], verb])
 
 
 def _no_route(request: Request) -> ArmError:

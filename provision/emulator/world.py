@@ -30,6 +30,22 @@ EXISTING_PRINCIPAL_ID = "b7e2a9c4-1d53-4f08-a6e7-2c9f4b8d1e50"
 VM_UNIQUE_ID = "0f47b100-583c-48e3-a4c0-aefc2c9bbcc1"
 SCALE_SET_UNIQUE_ID = "a3d91c6e-52b7-4e0f-8c14-9b6e2f7d3a85"
 
+# Some of the public cloud's regions: (name, displayName, geographyGroup, physicalLocation, pairedRegion).
+LOCATIONS = (
+    ("westeurope", "West Europe", "Europe", "Netherlands", "northeurope"),
+    ("northeurope", "North Europe", "Europe", "Ireland", "westeurope"),
+    ("eastus", "East US", "US", "Virginia", "westus"),
+    ("westus", "West US", "US", "California", "eastus"),
+    ("eastus2", "East US 2", "US", "Virginia", "centralus"),
+    ("centralus", "Central US", "US", "Iowa", "eastus2"),
+    ("uksouth", "UK South", "Europe", "London", "ukwest"),
+    ("ukwest", "UK West", "Europe", "Cardiff", "uksouth"),
+    ("germanywestcentral", "Germany West Central", "Europe", "Frankfurt", "germanynorth"),
+    ("japaneast", "Japan East", "Asia Pacific", "Tokyo, Saitama", "japanwest"),
+    ("australiaeast", "Australia East", "Asia Pacific", "New South Wales", "australiasoutheast"),
+    ("southeastasia", "Southeast Asia", "Asia Pacific", "Singapore", "eastasia"),
+)
+
 IDENTITY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -285,6 +301,7 @@ class World:
 
     def check_scope(self, subscription: str, resource_group: str | None = None) -> None:
         if subscription.lower() != seed.SUBSCRIPTION_ID:
+            # Azure's words for any path under an unknown subscription (Azure/azure-cli#33657).
             raise ArmError(404, "SubscriptionNotFound", f"The subscription '{subscription}' could not be found.")
         if resource_group is not None and resource_group.lower() not in self.resource_groups:
             raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{resource_group}' could not be found.")
@@ -310,6 +327,32 @@ class World:
                 "location": seed.LOCATION,
                 "properties": {"provisioningState": "Succeeded"},
             }
+
+    def locations(self, subscription: str) -> dict[str, Any]:
+        """The subscription's regions, in the shape of Subscriptions - List Locations
+        (learn.microsoft.com/rest/api/resources/subscriptions/list-locations)."""
+        self.check_scope(subscription)
+        return {
+            "value": [
+                {
+                    "id": f"/subscriptions/{seed.SUBSCRIPTION_ID}/locations/{name}",
+                    "name": name,
+                    "type": "Region",
+                    "displayName": display,
+                    "regionalDisplayName": f"({geography}) {display}",
+                    "metadata": {
+                        "regionType": "Physical",
+                        "regionCategory": "Recommended",
+                        "geographyGroup": geography,
+                        "physicalLocation": place,
+                        "pairedRegion": [
+                            {"name": paired, "id": f"/subscriptions/{seed.SUBSCRIPTION_ID}/locations/{paired}"}
+                        ],
+                    },
+                }
+                for name, display, geography, place, paired in LOCATIONS
+            ]
+        }
 
     # -- user-assigned identities --------------------------------------------------------------------
 
@@ -365,6 +408,37 @@ class World:
                 found.tags = _tags(body["tags"])
             return found.to_arm()
 
+    def identity_tags(
+        self, subscription: str, resource_group: str, name: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The Tags API on an identity: None reads; a body {operation: Merge|Replace|Delete, properties: {tags}}
+        changes them in one step (learn.microsoft.com/rest/api/resources/tags/update-at-scope). Names match
+        ignoring case, as Azure's tag names do; an updated tag keeps the name it had."""
+        with self._lock:
+            found = self._identity(subscription, resource_group, name)
+            if body is not None:
+                operation = body.get("operation")
+                changes = _tags((body.get("properties") or {}).get("tags"))
+                if operation == "Replace":
+                    found.tags = changes
+                elif operation == "Merge":
+                    for key, value in changes.items():
+                        found.tags[next((k for k in found.tags if k.lower() == key.lower()), key)] = value
+                elif operation == "Delete":
+                    found.tags = {
+                        k: v
+                        for k, v in found.tags.items()
+                        if not any(k.lower() == d.lower() and v2 in ("", v) for d, v2 in changes.items())
+                    }
+                else:
+                    raise _invalid("operation", operation)
+            return {
+                "id": f"{found.id}/providers/Microsoft.Resources/tags/default",
+                "name": "default",
+                "type": "Microsoft.Resources/tags",
+                "properties": {"tags": dict(found.tags)},
+            }
+
     def delete_identity(self, subscription: str, resource_group: str, name: str) -> bool:
         """Delete; returns whether it existed. Machines keep listing it, as in Azure."""
         with self._lock:
@@ -405,6 +479,19 @@ class World:
         with self._lock:
             self._settle()
             return self._machine(subscription, kind, resource_group, name).to_arm()
+
+    def list_machines(self, subscription: str, kind: str, resource_group: str | None = None) -> dict[str, Any]:
+        """A subscription's (or one group's) VMs or scale sets, as `{"value": [...]}` (one page: nextLink only
+        appears when Azure has more to send)."""
+        with self._lock:
+            self._settle()
+            self.check_scope(subscription, resource_group)
+            found = [
+                m.to_arm()
+                for (k, rg, _), m in sorted(self.machines.items())
+                if k == kind and (resource_group is None or rg == resource_group.lower())
+            ]
+            return {"value": found}
 
     def update_machine(
         self,

@@ -79,7 +79,12 @@ def test_rerun_sends_no_write(fresh_emulator: Any) -> None:
     assert data["changed"] is False
     assert [a["reason"] for a in data["actions"]] == ["exists with the requested location and tags", "already attached"]
     assert writes(fresh_emulator, mark) == []
-    assert [r["method"] for r in again] == ["GET", "GET"]  # the VM, then the identity
+    # The endpoint's token audience, the VM, then the identity.
+    assert [f"{r['method']} {r['path'].rsplit('/', 2)[-2]}" for r in again] == [
+        "GET metadata",
+        "GET virtualMachines",
+        "GET userAssignedIdentities",
+    ]
     print(f"\nrequests: first run {len(first)}, re-run {len(again)}")
 
 

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from typing import Any
-from unittest.mock import create_autospec
+from unittest.mock import MagicMock, create_autospec
 
 import pytest
 from azure.core import MatchConditions
@@ -87,6 +87,24 @@ class Clients:
         self.identities = self.msi.user_assigned_identities
         self.vms = self.compute.virtual_machines
         self.scale_sets = self.compute.virtual_machine_scale_sets
+        self.group_location = "westeurope"
+        self.compute.send_request.side_effect = self._generic_request
+
+    def _generic_request(self, request: Any) -> Any:
+        """GETs of the resource group (its region) and the subscription's locations; the Tags API's Merge,
+        answered with the tags sent (what the tests look at is the request)."""
+        response = MagicMock()
+        if request.method == "PATCH":
+            response.json.return_value = {"properties": {"tags": json.loads(request.content)["properties"]["tags"]}}
+        elif request.url.split("?")[0].endswith("/locations"):
+            response.json.return_value = {"value": [{"name": "westeurope"}, {"name": "northeurope"}]}
+        else:
+            response.json.return_value = {"location": self.group_location}
+        return response
+
+    def tag_patches(self) -> list[dict[str, Any]]:
+        calls = self.compute.send_request.call_args_list
+        return [json.loads(call.args[0].content) for call in calls if call.args[0].method == "PATCH"]
 
     def writes(self) -> list[str]:
         calls = []
@@ -339,13 +357,29 @@ def test_missing_resource_group_is_named(clients: Clients) -> None:
     assert f"resource group {RG} was not found in subscription {SUB}" in result.output
 
 
-def test_existing_identity_with_other_tags_is_updated_keeping_its_tags(clients: Clients) -> None:
-    clients.identities.get.return_value = identity_model(tags={"owner": "team-a"})
-    clients.identities.create_or_update.return_value = identity_model(tags={"owner": "team-a", "env": "prod"})
-    result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity", "--tag", "env=prod")
+def test_existing_identity_gets_only_the_new_tags_merged_by_azure(clients: Clients) -> None:
+    clients.identities.get.return_value = identity_model(tags={"owner": "team-a", "Env": "test"})
+    tags = ("--tag", "env=prod", "--tag", "owner=team-a")
+    result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity", *tags)
     assert result.exit_code == 0, result.output
-    body = clients.identities.create_or_update.call_args.args[2]
-    assert body == {"location": "westeurope", "tags": {"owner": "team-a", "env": "prod"}}
+    clients.identities.create_or_update.assert_not_called()  # a PUT would replace tags added meanwhile
+    assert clients.tag_patches() == [{"operation": "Merge", "properties": {"tags": {"env": "prod"}}}]
+    request = clients.compute.send_request.call_args.args[0]
+    assert request.method == "PATCH" and "/providers/Microsoft.Resources/tags/default?" in request.url
+
+
+def test_tags_already_there_under_other_casing_send_nothing(clients: Clients) -> None:
+    clients.identities.get.return_value = identity_model(tags={"Env": "prod"})
+    result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity", "--tag", "ENV=prod")
+    assert result.exit_code == 0, result.output
+    assert clients.tag_patches() == [] and clients.writes() == []
+
+
+def test_tags_beyond_azures_50_after_the_merge_are_refused(clients: Clients) -> None:
+    clients.identities.get.return_value = identity_model(tags={f"t{i}": "x" for i in range(49)})
+    result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity", "--tag", "a=1", "--tag", "b=2")
+    assert result.exit_code == 2 and "it would have 51" in result.output
+    assert clients.tag_patches() == [] and clients.writes() == []
 
 
 def test_existing_identity_in_another_region_is_refused(clients: Clients) -> None:
@@ -357,7 +391,7 @@ def test_existing_identity_in_another_region_is_refused(clients: Clients) -> Non
 
 def test_new_identity_defaults_to_the_resource_group_region(clients: Clients) -> None:
     clients.identities.get.side_effect = not_found()
-    clients.compute.send_request.return_value.json.return_value = {"location": "northeurope"}
+    clients.group_location = "northeurope"
     clients.identities.create_or_update.return_value = identity_model(location="northeurope")
     result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity")
     assert result.exit_code == 0, result.output
@@ -430,6 +464,8 @@ BAD_INPUTS = [
     (["identity", "create", "-g", RG, "-n", "myManagedIdentity", "--vm", "a", "--vmss", "b"], "not both"),
     (["identity", "create", "-g", RG, "-n", "myManagedIdentity", "--vm-resource-group", "x"], "needs --vm"),
     (["identity", "create", "-g", RG, "-n", "myManagedIdentity", "--tag", "novalue"], "--tag 'novalue'"),
+    (["identity", "create", "-g", RG, "-n", "abc", *[w for i in range(51) for w in ("--tag", f"t{i}=v")]], "51 tags"),
+    (["identity", "create", "-g", RG, "-n", "abc", "--tag", "Env=a", "--tag", "env=b"], "--tag 'env'"),
     (["identity", "create", "-g", RG, "-n", "myManagedIdentity", "-l", "west/europe"], "--location"),
     (["identity", "assign", "-g", RG, "-n", "myManagedIdentity"], "--vm or --vmss is required"),
     (["identity", "remove", "-g", RG, "-n", "myManagedIdentity", "--vmss", "_x"], "--vmss '_x'"),
@@ -453,12 +489,23 @@ def test_bad_input_exits_2_before_any_request(clients: Clients, args: list[str],
         (["--subscription", "not-a-guid"], "--subscription 'not-a-guid'"),
         (["--cloud", "Mars"], "unknown cloud 'Mars'"),
         (["--arm-endpoint", "ftp://x"], "--arm-endpoint"),
+        (["--arm-endpoint", "https://"], "--arm-endpoint 'https://'"),
+        (["--arm-endpoint", "https://exa mple"], "--arm-endpoint 'https://exa mple'"),
+        (["--arm-endpoint", "https://127.0.0.1:1/?x=1"], "--arm-endpoint 'https://127.0.0.1:1/?x=1'"),
+        (["--arm-audience", "not a url"], "--arm-audience 'not a url'"),
     ],
 )
 def test_bad_global_options_exit_2(clients: Clients, args: list[str], message: str) -> None:
     result = CliRunner().invoke(cli, [*args, "identity", "show", "-g", RG, "-n", "myManagedIdentity"])
     assert result.exit_code == 2 and message in result.output
     assert clients.identities.method_calls == []
+
+
+def test_a_region_the_subscription_does_not_offer_exits_2_before_any_write(clients: Clients) -> None:
+    result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity", "-l", "Mars North", "--vm", "myVM")
+    assert result.exit_code == 2, result.output
+    assert "--location 'marsnorth'" in result.output and "westeurope" in result.output
+    assert clients.writes() == [] and clients.identities.method_calls == [] and clients.vms.method_calls == []
 
 
 def test_missing_subscription_exits_2(clients: Clients) -> None:
