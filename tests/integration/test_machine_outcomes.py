@@ -34,12 +34,13 @@ def budget() -> Iterator[None]:
     deadline.start(None)
 
 
+@pytest.mark.slow
 def test_a_rerun_during_an_update_that_then_fails_waits_and_attaches(
     fresh_emulator: Any, emulator_environ: dict[str, str], identity: str
 ) -> None:
     from provision.azure.arm import Arm
 
-    fresh_emulator.set_operation_seconds(1.5)
+    fresh_emulator.set_operation_seconds(5)  # outlasts the tool's start, so its first read sees Updating
     fresh_emulator.fault("operation_failed", path=VM_PATH, method="PATCH")
     compute = Arm.from_options(seed.SUBSCRIPTION_ID, "AzureCloud", emulator_environ["PROVISION_ARM_ENDPOINT"])
     # Someone else's attach of the same identity: GETs list it while it runs, then it fails.
@@ -57,7 +58,7 @@ def test_a_rerun_during_an_update_that_then_fails_waits_and_attaches(
 
 
 def test_a_status_url_that_keeps_failing_is_outcome_unknown_and_a_rerun_shows_the_change(
-    fresh_emulator: Any, emulator_environ: dict[str, str], identity: str, budget: None
+    fresh_emulator: Any, emulator_environ: dict[str, str], identity: str, budget: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     from provision.azure import flows
     from provision.azure.arm import Arm
@@ -67,9 +68,14 @@ def test_a_status_url_that_keeps_failing_is_outcome_unknown_and_a_rerun_shows_th
     fresh_emulator.fault("server_error", path="*/operations/*", method="GET", count=None)
     arm = Arm.from_options(seed.SUBSCRIPTION_ID, "AzureCloud", emulator_environ["PROVISION_ARM_ENDPOINT"])
     deadline.start(3)
-    with pytest.raises(OutcomeUnknown, match="the change may have been made; running the command again shows"):
+    with pytest.raises(
+        OutcomeUnknown, match="the change may have been made; running the command again shows"
+    ) as unknown:
         flows.assign(arm, arm.identity_client(), arm.compute_client(), RG, NAME, Machine("vm", RG, seed.VM_NAME), False)
     deadline.start(None)
+    # The retries of the status URL ended with the budget, each one shown.
+    assert "--timeout 3 s ran out while" in unknown.value.message
+    assert "Resource Manager answered 500: retrying in" in caplog.text
     fresh_emulator.clear_faults()
     again = fresh_emulator.run(*ASSIGN)
     assert again.returncode == 0, again.stderr
