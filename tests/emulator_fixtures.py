@@ -164,8 +164,8 @@ class EmulatorProcess:
     ) -> dict[str, Any]:
         """Make the next `count` matching requests (None: all, until cleared) fail in the given way.
 
-        kind: latency (seconds=), throttle (retry_after=), server_error, conflict, operation_failed,
-        drop, concurrent_change (identity=), retry_after (retry_after=). `path` is a shell-style
+        kind: latency (seconds=), throttle (retry_after=), server_error, conflict (code=), operation_failed,
+        drop, concurrent_change (identity= or system_assigned=), retry_after (retry_after=). `path` is a shell-style
         pattern on the URL path, case-insensitive, e.g. "*/virtualMachines/myVM"."""
         spec = {"kind": kind, "path": path, "method": method, "count": count, "service": service, **params}
         return dict(self.admin("POST", "faults", spec))

@@ -18,6 +18,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 
 from provision import deadline
@@ -37,7 +38,7 @@ LOCATIONS_API_VERSION = "2022-12-01"
 # Azure serves the endpoints of a Resource Manager (its token audiences among them) at this version without a
 # token; Azure Stack Hub too. Shape: hashicorp/go-azure-sdk sdk/environments/metadata (metaDataResponse20220901).
 METADATA_API_VERSION = "2022-09-01"
-CONNECTION_TIMEOUT = 10
+CONNECTION_TIMEOUT = 10  # seconds, per attempt; never beyond what is left of the command's budget
 READ_TIMEOUT = 60
 
 
@@ -115,6 +116,7 @@ class Arm:
             "credential_scopes": [self.scope],
             "connection_timeout": CONNECTION_TIMEOUT,
             "read_timeout": READ_TIMEOUT,
+            "retry_policy": BudgetRetryPolicy(),
         }
 
     def identity_client(self) -> ManagedServiceIdentityClient:
@@ -137,7 +139,7 @@ def declared_audience(base_url: str) -> str:
     the one the Azure CLI uses too."""
     from azure.core import PipelineClient
     from azure.core.exceptions import AzureError as SdkError
-    from azure.core.pipeline.policies import RetryPolicy, UserAgentPolicy
+    from azure.core.pipeline.policies import UserAgentPolicy
     from azure.core.rest import HttpRequest, HttpResponse
 
     url = f"{base_url}/metadata/endpoints?api-version={METADATA_API_VERSION}"
@@ -146,7 +148,7 @@ def declared_audience(base_url: str) -> str:
     hint = "Give the token audience with --arm-audience (or PROVISION_ARM_AUDIENCE)."
     try:
         # Like the management clients: their User-Agent (and AZURE_HTTP_USER_AGENT) and a few retries.
-        policies = [UserAgentPolicy(sdk_moniker="provision"), RetryPolicy(retry_total=3)]
+        policies = [UserAgentPolicy(sdk_moniker="provision"), BudgetRetryPolicy(retry_total=3)]
         client: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(base_url, policies=policies)
         with client:
             response = client.send_request(
@@ -194,24 +196,52 @@ def require_location(client: Any, arm: Arm, location: str) -> str:
     return location
 
 
+class BudgetRetryPolicy(RetryPolicy):
+    """azure-core's retries (429, 5xx, dropped connections) within the command's time budget: each
+    attempt's connection and read timeouts are capped by what is left of it, a Retry-After is honoured
+    only within it and never beyond deadline.MAX_SINGLE_WAIT (azure-core would sleep whatever it is
+    told), and every wait is shown on stderr, so a Resource Manager that does not answer is seen."""
+
+    def _configure_timeout(self, request: Any, absolute_timeout: float, is_response_error: bool) -> None:
+        # azure-core calls this before every attempt: the one place to bound each attempt by the budget.
+        budget = deadline.current()
+        budget.check("waiting for Resource Manager to answer")
+        super()._configure_timeout(request, absolute_timeout, is_response_error)
+        request.context.options["connection_timeout"] = budget.cap(CONNECTION_TIMEOUT, CONNECTION_TIMEOUT)
+        request.context.options["read_timeout"] = budget.cap(READ_TIMEOUT, READ_TIMEOUT)
+
+    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+        asked = self.get_retry_after(response) if response is not None else None
+        delay = self.get_backoff_time(settings) if asked is None else asked
+        budget = deadline.current()
+        what = f"answered {response.http_response.status_code}" if response is not None else "did not answer"
+        log.warning("Resource Manager %s: retrying in %.1f s", what, budget.cap(delay))
+        budget.sleep(delay, "waiting to retry a Resource Manager request")
+
+
 class AdaptivePolling(ARMPolling):
     """Polls a long-running operation every 0.5 s for its first 5 s, then every 1, 2 and 5 s as it drags
     on: Compute sends no Retry-After, and the SDK's default 30 s interval turns a typical 4 s identity
-    update into 30 s. A Retry-After, when sent, wins."""
+    update into 30 s. A Retry-After, when sent, wins, within the command's time budget; when the budget
+    is spent, polling ends with TimedOut (`doing` says what was awaited)."""
 
     # (elapsed seconds from, delay): most identity updates end within a few seconds.
     schedule = ((0.0, 0.5), (5.0, 1.0), (15.0, 2.0), (30.0, 5.0))
 
-    def __init__(self, on_wait: Callable[[float], None] | None = None) -> None:
+    def __init__(self, on_wait: Callable[[float], None] | None = None, doing: str = "polling an operation") -> None:
         super().__init__(timeout=self.schedule[0][1])
         self._started = time.monotonic()
         self._on_wait = on_wait
+        self._doing = doing
 
     def _extract_delay(self) -> float:
         delay = _retry_after(self._pipeline_response.http_response.headers) if self._pipeline_response else None
         if delay is None:
             elapsed = time.monotonic() - self._started
             delay = next(step for since, step in reversed(self.schedule) if elapsed >= since)
+        budget = deadline.current()
+        budget.check(self._doing)
+        delay = budget.cap(delay)
         if self._on_wait is not None:
             self._on_wait(delay)
         return delay

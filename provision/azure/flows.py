@@ -76,9 +76,10 @@ def remove(
     """Detach by resource id: works even when the identity itself was already deleted."""
     result = Result(dry_run=dry_run)
     identity_id = str(IdentityId(arm.subscription, resource_group, name))
-    action, state = machines.detach(compute, arm, machine, identity_id, dry_run, on_wait)
-    result.add(action)
-    result.fields.update({"id": identity_id, "name": name, "machine": _machine_fields(machine, state)})
+    applied = machines.detach(compute, arm, machine, identity_id, dry_run, on_wait)
+    result.add(applied.action)
+    result.fields.update({"id": identity_id, "name": name, "machine": _machine_fields(machine, applied.after)})
+    _warn_if_failed(result, machine, applied)
     return result
 
 
@@ -118,14 +119,29 @@ def _attach(
     on_wait: Waiter,
     known: MachineState | None,
 ) -> None:
-    action, state = machines.attach(compute, arm, machine, identity_id, dry_run, on_wait, known)
-    result.add(action)
-    result.fields["machine"] = _machine_fields(machine, state)
-    if machine.kind == "vmss" and action.changes and (state.upgrade_mode or "").lower() == "manual":
+    applied = machines.attach(compute, arm, machine, identity_id, dry_run, on_wait, known)
+    result.add(applied.action)
+    result.fields["machine"] = _machine_fields(machine, applied.after)
+    _warn_if_failed(result, machine, applied)
+    if machine.kind == "vmss" and applied.action.changes and (applied.after.upgrade_mode or "").lower() == "manual":
         result.warnings.append(
             f"scale set {machine.name} has a Manual upgrade policy: its instances get the identity only once"
             f" they are updated (az vmss update-instances -g {machine.resource_group} -n {machine.name}"
             " --instance-ids '*')"
+        )
+
+
+def _warn_if_failed(result: Result, machine: Machine, applied: machines.Applied) -> None:
+    if not applied.before.failed:
+        return
+    if applied.action.changes:
+        what = "would repair it" if result.dry_run else "repairs it"
+        result.warnings.append(
+            f"{machine.label} was in the Failed state (its last operation failed); this update {what}"
+        )
+    else:
+        result.warnings.append(
+            f"{machine.label} is in the Failed state (its last operation failed); any update of the machine repairs it"
         )
 
 

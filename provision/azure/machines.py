@@ -1,20 +1,26 @@
 """Attach and detach user-assigned identities on a VM or a scale set without disturbing the others.
 
-One PATCH of the `identity` property only (never a PUT of the whole machine), guarded by the etag
-read just before, so a change someone else makes between our read and our write is never lost:
-Azure answers 412 and we read again."""
+Read, decide, apply. The read waits until the machine is settled: while an operation runs on it
+(provisioningState Updating, Creating, ...), its model shows what was asked, not what is in effect.
+The decision (`plan_attach`, `plan_detach`) is a pure function of that state. Applying is one PATCH
+of the `identity` property only (never a PUT of the whole machine), guarded by the etag read just
+before, so a change someone else makes between our read and our write is never lost: Azure answers
+412 and the driver reads and decides again; a busy machine (409) is waited for within the time budget.
+
+What the outcome of a write is, is said as far as it is known: refused (nothing changed), failed
+(Azure's message), or unknown (OutcomeUnknown: sent or accepted, but its result could not be read)."""
 
 from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from provision import deadline
 from provision.azure.arm import ROLE_TO_ATTACH, AdaptivePolling, Arm, errors_explained
-from provision.errors import Conflict
+from provision.errors import Conflict, Interrupted, OutcomeUnknown, TimedOut
 from provision.plan import Action
 from provision.validate import same_resource_id
 
@@ -28,8 +34,18 @@ API_VERSION = "2026-04-01"  # azure-mgmt-compute's default for VMs and scale set
 # someone's write lands, so ten pipelines attaching to one VM at once all get through.
 MAX_ATTEMPTS = 30
 BUSY_WAITS = (0.5, 1.0, 2.0, 4.0, 5.0)  # seconds before reading again while another operation runs (409)
-# The 409 codes that mean "busy, try again"; others (a property that cannot change, ...) are final.
-BUSY_CODES = frozenset({"Conflict", "AnotherOperationInProgress", "RetryableError"})
+# The 409 codes that mean "busy, try again": Compute's Conflict and AnotherOperationInProgress, and
+# Resource Manager's ConflictingConcurrentWriteNotAllowed ("The operation was interrupted by a
+# conflicting concurrent write on the same entity. Please retry later."). Others are final, such as
+# OperationNotAllowed ("... is not allowed on VM 'x' since the VM is marked for deletion").
+BUSY_CODES = frozenset(
+    {"Conflict", "AnotherOperationInProgress", "ConflictingConcurrentWriteNotAllowed", "RetryableError"}
+)
+# provisioningState values after which nothing runs on the machine; any other (Creating, Updating,
+# Deleting, Migrating, ...) is an operation in flight (aad-pod-identity checks the same before its
+# identity PATCHes: github.com/Azure/aad-pod-identity/pull/937).
+SETTLED_STATES = frozenset({"succeeded", "failed"})
+SETTLE_WAITS = (0.5, 1.0, 2.0, 5.0)  # seconds between reads of a machine that is not settled yet
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,16 @@ class MachineState:
     user_assigned: tuple[str, ...]  # resource ids, as Azure spelled them
     encryption_identity: str | None  # securityProfile.encryptionIdentity.userAssignedIdentityResourceId
     upgrade_mode: str | None  # scale sets: upgradePolicy.mode
+    provisioning_state: str = "Succeeded"  # Succeeded, Failed, or an operation in flight (Updating, ...)
+
+    @property
+    def settled(self) -> bool:
+        return self.provisioning_state.lower() in SETTLED_STATES
+
+    @property
+    def failed(self) -> bool:
+        """The last operation on the machine failed: its model may list what is not in effect."""
+        return self.provisioning_state.lower() == "failed"
 
     @classmethod
     def from_sdk(cls, model: Any) -> MachineState:
@@ -81,6 +107,8 @@ class MachineState:
             user_assigned=tuple(identity.get("userAssignedIdentities") or {}),
             encryption_identity=encryption,
             upgrade_mode=(properties.get("upgradePolicy") or {}).get("mode"),
+            # Azure's GET always has it; a body without it (a test's, a PATCH answer) is taken as settled.
+            provisioning_state=str(properties.get("provisioningState") or "Succeeded"),
         )
 
     def has(self, identity_id: str) -> bool:
@@ -121,9 +149,72 @@ def detach_body(state: MachineState, identity_id: str) -> dict[str, Any]:
     return {"identity": {"type": "None"}}
 
 
-# A decision on a freshly read state: the action, and the PATCH body with the state it leads to (None: no write).
-Change = tuple[dict[str, Any], MachineState]
-Decision = Callable[[MachineState], "tuple[Action, Change | None]"]
+def read_settled(
+    compute: ComputeManagementClient, arm: Arm, machine: Machine, on_wait: Callable[[float], None] | None = None
+) -> MachineState:
+    """The machine once no operation runs on it (provisioningState Succeeded or Failed), read again and
+    again within the time budget: TimedOut when it does not settle in time."""
+    budget = deadline.current()
+    waits = 0
+    while True:
+        state = read_machine(compute, arm, machine)
+        if state.settled:
+            return state
+        delay = SETTLE_WAITS[min(waits, len(SETTLE_WAITS) - 1)]
+        waits += 1
+        log.info("%s is %s: reading it again in %.1f s", machine.label, state.provisioning_state, delay)
+        if on_wait is not None:
+            on_wait(delay)
+        budget.sleep(delay, f"waiting for {machine.label} to finish its operation ({state.provisioning_state})")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do on a machine as it was read: the action and, when it changes something, the PATCH
+    body and the state it leads to."""
+
+    action: Action
+    body: dict[str, Any] | None = None
+    planned: MachineState | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The action taken, the settled state it was decided on, and the machine's state after it
+    (as planned, for a dry run)."""
+
+    action: Action
+    before: MachineState
+    after: MachineState
+
+
+def plan_attach(state: MachineState, identity_id: str, target: str) -> Plan:
+    if state.has(identity_id) and not state.failed:
+        return Plan(Action("noop", target, "already attached"))
+    if state.has(identity_id):
+        # The model lists it, but the operation that put it there failed: it may not be in effect.
+        # Sending it again makes Azure apply the model again, which is how a Failed machine recovers.
+        return Plan(
+            Action("attach", target, "listed, but the machine's last operation failed"),
+            attach_body(state, identity_id),
+            state,
+        )
+    kept = len(state.user_assigned) + state.system_assigned
+    reason = f"not attached; keeps the {kept} identit{'y' if kept == 1 else 'ies'} already there"
+    planned = replace(state, user_assigned=(*state.user_assigned, identity_id))
+    return Plan(Action("attach", target, reason), attach_body(state, identity_id), planned)
+
+
+def plan_detach(state: MachineState, identity_id: str, target: str, label: str) -> Plan:
+    if not state.has(identity_id):
+        return Plan(Action("noop", target, "not attached"))
+    if state.encryption_identity and same_resource_id(state.encryption_identity, identity_id):
+        raise Conflict(
+            f"{label} uses this identity for disk encryption"
+            " (securityProfile.encryptionIdentity): removing it would break the machine",
+            hint="Point the encryption identity at another identity first.",
+        )
+    return Plan(Action("detach", target, "attached"), detach_body(state, identity_id), state.without(identity_id))
 
 
 def attach(
@@ -134,19 +225,10 @@ def attach(
     dry_run: bool,
     on_wait: Callable[[float], None] | None = None,
     known: MachineState | None = None,
-) -> tuple[Action, MachineState]:
+) -> Applied:
     """Attach the identity; `known` is a state just read, saving one GET (a stale etag costs a 412)."""
     target = f"{machine.label} identity {identity_id.rsplit('/', 1)[-1]}"
-
-    def decide(state: MachineState) -> tuple[Action, Change | None]:
-        if state.has(identity_id):
-            return Action("noop", target, "already attached"), None
-        kept = len(state.user_assigned) + state.system_assigned
-        reason = f"not attached; keeps the {kept} identit{'y' if kept == 1 else 'ies'} already there"
-        planned = replace(state, user_assigned=(*state.user_assigned, identity_id))
-        return Action("attach", target, reason), (attach_body(state, identity_id), planned)
-
-    return _patch_identity(compute, arm, machine, decide, dry_run, on_wait, known)
+    return _apply(compute, arm, machine, lambda state: plan_attach(state, identity_id, target), dry_run, on_wait, known)
 
 
 def detach(
@@ -156,79 +238,140 @@ def detach(
     identity_id: str,
     dry_run: bool,
     on_wait: Callable[[float], None] | None = None,
-) -> tuple[Action, MachineState]:
+) -> Applied:
     target = f"{machine.label} identity {identity_id.rsplit('/', 1)[-1]}"
-
-    def decide(state: MachineState) -> tuple[Action, Change | None]:
-        if not state.has(identity_id):
-            return Action("noop", target, "not attached"), None
-        if state.encryption_identity and same_resource_id(state.encryption_identity, identity_id):
-            raise Conflict(
-                f"{machine.label} uses this identity for disk encryption"
-                " (securityProfile.encryptionIdentity): removing it would break the machine",
-                hint="Point the encryption identity at another identity first.",
-            )
-        return Action("detach", target, "attached"), (detach_body(state, identity_id), state.without(identity_id))
-
-    return _patch_identity(compute, arm, machine, decide, dry_run, on_wait, None)
+    return _apply(
+        compute, arm, machine, lambda state: plan_detach(state, identity_id, target, machine.label), dry_run, on_wait
+    )
 
 
-def _patch_identity(
+class _PreconditionFailed(Exception):
+    """412: the machine changed since it was read."""
+
+
+class _Busy(Exception):
+    """409 with a busy code: another operation runs on the machine."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _apply(
     compute: ComputeManagementClient,
     arm: Arm,
     machine: Machine,
-    decide: Decision,
+    plan: Callable[[MachineState], Plan],
     dry_run: bool,
     on_wait: Callable[[float], None] | None,
-    known: MachineState | None,
-) -> tuple[Action, MachineState]:
-    """Read, decide, PATCH with If-Match; again on 412 or 409. Returns the action and the machine's state
-    after it (as planned for a dry run)."""
-    from azure.core import MatchConditions
-    from azure.core.exceptions import HttpResponseError, ResourceModifiedError
-
+    known: MachineState | None = None,
+) -> Applied:
+    """The retry driver: read the settled state, plan, PATCH; read and plan again after a 412, and after
+    a busy 409 once the wait is over. A dry run stops before the PATCH."""
     subject = f"{machine.label} in resource group {machine.resource_group}"
-    busy = 0
+    busy_waits = 0
     for attempt in range(MAX_ATTEMPTS):
-        state = known if attempt == 0 and known is not None else read_machine(compute, arm, machine)
-        action, change = decide(state)
-        if change is None:
-            return action, state
-        body, planned = change
-        action.request = {
+        fresh = attempt == 0 and known is not None and known.settled
+        before = known if fresh and known is not None else read_settled(compute, arm, machine, on_wait)
+        decided = plan(before)
+        if decided.body is None or decided.planned is None:
+            return Applied(decided.action, before, before)
+        decided.action.request = {
             "method": "PATCH",
             "url": arm.url(machine.path(arm.subscription), API_VERSION),
-            "headers": {"If-Match": state.etag} if state.etag else {},
-            "body": body,
+            "headers": {"If-Match": before.etag} if before.etag else {},
+            "body": decided.body,
         }
         if dry_run:
-            return action, planned
-        with errors_explained(subject, arm, machine.resource_group, ROLE_TO_ATTACH):
-            try:
-                poller = machine.operations(compute).begin_update(
-                    machine.resource_group,
-                    machine.name,
-                    body,
-                    etag=state.etag,
-                    match_condition=MatchConditions.IfNotModified if state.etag else None,
-                    polling=AdaptivePolling(on_wait),
-                )
-                updated = poller.result()
-            except ResourceModifiedError:
-                log.info("%s changed since it was read (412): reading it again", machine.label)
-                continue
-            except HttpResponseError as error:
-                busy_code = getattr(error.error, "code", None) in BUSY_CODES
-                if error.status_code != 409 or not busy_code or attempt == MAX_ATTEMPTS - 1:
-                    raise
-                # Jitter keeps concurrent pipelines from retrying in lockstep.
-                delay = BUSY_WAITS[min(busy, len(BUSY_WAITS) - 1)] * random.uniform(0.75, 1.25)  # noqa: S311
-                busy += 1
-                log.info("%s is busy with another operation (409): retrying in %.1f s", machine.label, delay)
-                time.sleep(delay)
-                continue
-        return action, MachineState.from_sdk(updated)
+            return Applied(decided.action, before, decided.planned)
+        try:
+            after = _patch(compute, arm, machine, before.etag, decided.body, on_wait)
+        except _PreconditionFailed:
+            log.info("%s changed since it was read (412): reading it again", machine.label)
+            continue
+        except _Busy as busy:
+            if attempt == MAX_ATTEMPTS - 1:
+                raise Conflict(
+                    f"{subject} stayed busy with other operations (409 {busy.code}) through {MAX_ATTEMPTS}"
+                    " attempts; nothing was changed by this run",
+                    hint="Run the command again once the other deployments on it have finished.",
+                ) from None
+            # Jitter keeps concurrent pipelines from retrying in lockstep.
+            delay = BUSY_WAITS[min(busy_waits, len(BUSY_WAITS) - 1)] * random.uniform(0.75, 1.25)  # noqa: S311
+            busy_waits += 1
+            log.info("%s is busy with another operation (409 %s): retrying in %.1f s", machine.label, busy.code, delay)
+            deadline.current().sleep(
+                delay, f"waiting for {machine.label} to finish another operation (409 {busy.code})"
+            )
+            continue
+        return Applied(decided.action, before, after)
     raise Conflict(
         f"{subject} kept changing while the identity was being updated ({MAX_ATTEMPTS} attempts)",
         hint="Nothing was changed by this run; try again when other deployments on it have finished.",
+    )
+
+
+def _patch(
+    compute: ComputeManagementClient,
+    arm: Arm,
+    machine: Machine,
+    etag: str | None,
+    body: dict[str, Any],
+    on_wait: Callable[[float], None] | None,
+) -> MachineState:
+    """One PATCH with If-Match and its long-running operation, to the machine's state after it.
+
+    _PreconditionFailed on 412 and _Busy on a busy 409 (nothing was changed); a refused PATCH or a
+    failed operation is the AzureError errors_explained makes of Azure's answer; once the PATCH was sent,
+    anything that leaves its result unread (no answer, polling that fails or outlasts the budget) is
+    OutcomeUnknown; Ctrl-C or SIGTERM meanwhile re-raises Interrupted with `during` set."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import AzureError as SdkError
+    from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ServiceResponseError
+    from azure.core.polling.base_polling import OperationFailed
+
+    subject = f"{machine.label} in resource group {machine.resource_group}"
+    doing = f"updating {machine.label}"
+    with errors_explained(subject, arm, machine.resource_group, ROLE_TO_ATTACH):
+        try:
+            poller = machine.operations(compute).begin_update(
+                machine.resource_group,
+                machine.name,
+                body,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified if etag else None,
+                polling=AdaptivePolling(on_wait, f"waiting for the update of {machine.label} to finish"),
+            )
+        except ResourceModifiedError:
+            raise _PreconditionFailed() from None
+        except HttpResponseError as error:
+            code = getattr(error.error, "code", None)
+            if error.status_code == 409 and code in BUSY_CODES:
+                raise _Busy(str(code)) from None
+            raise
+        except ServiceResponseError as error:
+            raise _unknown(machine, f"the PATCH was sent but no answer came ({error})") from None
+        except Interrupted as interrupted:
+            interrupted.during = doing
+            raise
+        try:
+            return MachineState.from_sdk(poller.result())
+        except HttpResponseError as error:
+            if isinstance(error.__cause__, OperationFailed):
+                raise  # Azure says how it failed; errors_explained shows its code and message
+            raise _unknown(machine, f"reading the operation's status failed: {error.status_code or error}") from None
+        except SdkError as error:
+            raise _unknown(machine, f"reading the operation's status failed: {error}") from None
+        except TimedOut as timed_out:
+            raise _unknown(machine, timed_out.message, timed_out.hint) from None
+        except Interrupted as interrupted:
+            interrupted.during = doing
+            raise
+
+
+def _unknown(machine: Machine, why: str, hint: str | None = None) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"the update of {machine.label} was sent, but its result could not be read ({why}): the change may"
+        " have been made; running the command again shows whether it was, and finishes it if not",
+        hint=hint,
     )

@@ -133,13 +133,34 @@ FAULT_KINDS = {
     "latency": "wait `seconds` (default 1) before answering normally",
     "throttle": "429 TooManyRequests with Retry-After: `retry_after` (default 1)",
     "server_error": "500 InternalServerError",
-    "conflict": "409 AnotherOperationInProgress",
+    "conflict": "409 with Azure's wording for `code` (default AnotherOperationInProgress; see CONFLICTS)",
     "operation_failed": "the operation this PATCH starts ends Failed and the earlier identities come back",
     "drop": "close the connection without an answer (the request is not carried out)",
-    "concurrent_change": "someone else changes the machine first (new etag; attaches `identity` if given)",
+    "concurrent_change": "someone else changes the machine first (new etag; attaches `identity` if given;"
+    " `system_assigned` true/false adds or removes its system-assigned identity, changing `type`)",
     "retry_after": "answer normally, with Retry-After: `retry_after` (default 1)",
     "forbidden": "403 AuthorizationFailed for the caller, naming the action and the scope",
     "linked_forbidden": "403 LinkedAuthorizationFailed: the caller may not assign `identity` (a resource id)",
+}
+
+
+# 409s by code, worded as Azure words them where a recorded answer was found.
+CONFLICTS = {
+    # No recorded Compute text found: the same wording the emulator gives a PATCH on a busy machine.
+    "Conflict": "The request failed due to conflict with a concurrent request. Retry after the operation on"
+    " this resource has completed.",
+    # A provider's "one write at a time" answer (Microsoft.Network's, which Bicep templates and terraform
+    # configurations retry on).
+    "AnotherOperationInProgress": "Another operation on this or dependent resource is in progress. Retry when"
+    " it has completed.",
+    # Resource Manager's wording, as recorded in terraform and azure-cli output (resource provider
+    # registration, container apps).
+    "ConflictingConcurrentWriteNotAllowed": "The operation was interrupted by a conflicting concurrent write on"
+    " the same entity. Please retry later.",
+    # Compute's final 409, as recorded in azure-cli and terraform output ("Operation 'startTenantUpdate'
+    # is not allowed on VM '...' since the VM is marked for deletion. ...").
+    "OperationNotAllowed": "Operation 'PATCH' is not allowed on VM since the VM is marked for deletion. You can"
+    " only retry the Delete operation (or wait for an ongoing one to complete).",
 }
 
 
@@ -153,6 +174,8 @@ class Fault:
     seconds: float = 1.0
     retry_after: int = 1
     identity: str | None = None
+    system_assigned: bool | None = None
+    code: str = "AnotherOperationInProgress"
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def matches(self, service: str, method: str, path: str) -> bool:
@@ -179,7 +202,13 @@ class Faults:
             fault.method = str(fault.method).upper()
             fault.count = None if fault.count is None else int(fault.count)
             fault.seconds, fault.retry_after = float(fault.seconds), int(fault.retry_after)
-            valid = fault.service in ("arm", "imds") and (fault.count is None or fault.count > 0) and fault.seconds >= 0
+            valid = (
+                fault.service in ("arm", "imds")
+                and (fault.count is None or fault.count > 0)
+                and fault.seconds >= 0
+                and fault.code in CONFLICTS
+                and fault.system_assigned in (None, True, False)
+            )
         except (TypeError, ValueError):
             valid = False
         if not valid:
@@ -220,12 +249,7 @@ def _fault_reply(fault: Fault) -> Reply | None:
         error = ArmError(500, "InternalServerError", "Encountered internal server error. Please try again.")
         return Reply(500, error.body())
     if fault.kind == "conflict":
-        error = ArmError(
-            409,
-            "AnotherOperationInProgress",
-            "Another operation on this or dependent resource is in progress. Retry when it has completed.",
-        )
-        return Reply(409, error.body())
+        return Reply(409, ArmError(409, fault.code, CONFLICTS[fault.code]).body())
     return None
 
 
@@ -495,7 +519,7 @@ class ArmService(Service):
 
     def _machine(self, request: Request, sub: str, rg: str, kind: str, name: str, fault: Fault | None) -> Reply:
         if fault and fault.kind == "concurrent_change":
-            self.world.change_concurrently(sub, kind, rg, name, fault.identity)
+            self.world.change_concurrently(sub, kind, rg, name, fault.identity, fault.system_assigned)
         if request.method == "GET":
             return Reply(200, self.world.get_machine(sub, kind, rg, name))
         if request.method != "PATCH":

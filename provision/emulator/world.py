@@ -3,9 +3,13 @@ virtual machines and scale sets, and the long-running operations that update the
 
 Everything is in memory, guarded by one lock, and answers in Resource Manager's JSON shapes. Names
 are matched case-insensitively like Azure does, and resources keep the casing they were created
-with. A machine's update is applied at once (GET shows it, with provisioningState `Updating`) and
-becomes effective when its operation ends: only then does the Instance Metadata Service hand out
-tokens for a newly attached identity, and a failed operation puts the earlier identities back.
+with. A machine's update is applied to its model at once (GET shows the requested identities, with
+provisioningState `Updating`, as Compute does: the PATCH answer and GETs carry the goal state while the
+operation runs) and becomes effective when its operation ends: only then does the Instance Metadata
+Service hand out tokens for a newly attached identity (IMDS answers "identity not found" for one whose
+assignment has not completed: Azure/aad-pod-identity#789). A failed operation leaves the machine
+`Failed` (the provisioning state of a resource whose last operation did not succeed: Microsoft.Network's
+"Troubleshoot failed state" page, shared by Compute) and puts the earlier identities back.
 """
 
 from __future__ import annotations
@@ -540,13 +544,27 @@ class World:
             return operation.to_arm()
 
     def change_concurrently(
-        self, subscription: str, kind: str, resource_group: str, name: str, identity_id: str | None
+        self,
+        subscription: str,
+        kind: str,
+        resource_group: str,
+        name: str,
+        identity_id: str | None,
+        system_assigned: bool | None = None,
     ) -> None:
-        """Someone else's quick change to a machine (a new etag; attaches `identity_id` if given)."""
+        """Someone else's quick change to a machine (a new etag): attaches `identity_id` if given, adds or
+        removes the system-assigned identity when `system_assigned` is given (which changes `type`, the
+        change a PATCH without If-Match would undo), else changes a tag."""
         with self._lock:
             self._settle()
             machine = self._machine(subscription, kind, resource_group, name)
-            if identity_id:
+            if system_assigned is not None:
+                machine.identity.system = (
+                    (machine.identity.system or system_identity(machine.name, _mirid(machine.id)))
+                    if system_assigned
+                    else None
+                )
+            elif identity_id:
                 found = self._identity_by_id(identity_id)
                 machine.identity.user[identity_id.lower()] = Assignment(
                     identity_id, found.client_id, found.principal_id

@@ -68,7 +68,11 @@ MATRIX = [
 #   writes to a busy machine, never for reads or for an identity.
 # - The PATCH is not retried blindly after its reply was lost (azure-core retries no PATCH without a
 #   status): the message says the change may have been made, and the re-run finds out.
+# - A 409 on the operation's status or on the read that ends it (Azure sends none for a read) leaves the
+#   accepted PATCH's outcome unknown: said so, exit 1, and the re-run finds out.
 EXIT_1 = {
+    ("GET operation status", "409 in progress"),
+    ("final GET VM", "409 in progress"),
     ("GET VM", "409 in progress"),
     ("GET identity", "409 in progress"),
     ("GET resource group", "409 in progress"),

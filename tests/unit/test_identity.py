@@ -204,7 +204,7 @@ def test_precondition_failed_reads_again_and_keeps_the_newcomer(clients: Clients
 
 
 def test_busy_machine_is_retried(clients: Clients, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("provision.azure.machines.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("provision.deadline.time.sleep", lambda seconds: None)
     clients.vms.get.return_value = vm({"type": "SystemAssigned"})
     clients.identities.get.return_value = identity_model()
     clients.vms.begin_update.side_effect = [http_error(409, "Conflict"), done(vm(None))]
