@@ -20,7 +20,8 @@ import pytest
 
 from provision.cloud import get_cloud
 from provision.db import admin, roles
-from provision.db.roles import IdentityIds, RoleRequest
+from provision.db.roles import IdentityIds, RoleRequest, commands
+from provision.db.roles.state import RoleState
 from provision.db.target import Target
 from provision.emulator.cluster import SUPERUSER, Clusters
 from provision.errors import Conflict, NotFound, ProvisionError
@@ -229,14 +230,14 @@ def test_a_role_created_behind_the_lock_is_read_again_not_failed(
 ) -> None:
     with cluster.superuser("flex") as conn:
         conn.execute(f"SELECT pgaadauth_create_principal_with_oid('myuser', '{OBJECT_ID}', 'service', false, false)")
-    real_read = roles.read_role
+    real_read = commands.read_role
     reads: list[str] = []
 
     def stale_first(conn: Any, server: Any, name: str) -> Any:
         reads.append(name)
-        return roles.RoleState(name) if len(reads) == 1 else real_read(conn, server, name)
+        return RoleState(name) if len(reads) == 1 else real_read(conn, server, name)
 
-    monkeypatch.setattr(roles, "read_role", stale_first)
+    monkeypatch.setattr(commands, "read_role", stale_first)
     result = run(cluster, "flex", roles.create_role, "flexible", flex_request(), False)
     assert len(reads) == 2
     assert [action.verb for action in result.actions] == ["noop", "grant"]  # CONNECT was still missing

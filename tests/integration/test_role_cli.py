@@ -160,7 +160,7 @@ def test_the_identity_logs_in_with_its_own_token_and_a_rerun_changes_nothing(wor
     app = make_identity(world, "idApp")
     # Single Server: the ARM id path; Flexible Server: the name path. Both read the ids from Resource Manager.
     lookup = ["--identity-id", app["id"]] if flavor == "single" else ["--identity", "idApp", "-g", seed.RESOURCE_GROUP]
-    created = output(role(world, flavor, "create", "--name", "myuser", *lookup, "--member-of", "pg_monitor"))
+    created = output(role(world, flavor, "create", "--name", "myuser", *lookup, "--member-of", "pg_monitor", "--allow-predefined", "pg_monitor"))
 
     assert created["changed"] is True and created["flavor"] == flavor and created["role"] == "myuser"
     assert (created["clientId"], created["objectId"]) == (app["clientId"], app["objectId"])
@@ -179,7 +179,7 @@ def test_the_identity_logs_in_with_its_own_token_and_a_rerun_changes_nothing(wor
         ]
     assert log_in_as(world, flavor, "myuser", app["clientId"]) == "myuser"
 
-    again = role(world, flavor, "create", "--name", "myuser", *ids(flavor, app), "--member-of", "pg_monitor")
+    again = role(world, flavor, "create", "--name", "myuser", *ids(flavor, app), "--member-of", "pg_monitor", "--allow-predefined", "pg_monitor")
     assert again.returncode == 0 and output(again)["changed"] is False and output(again)["statements"] == []
 
     shown = output(role(world, flavor, "show", "--name", "myuser"))

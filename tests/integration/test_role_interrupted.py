@@ -23,7 +23,9 @@ import psycopg
 import pytest
 from helpers import FLAVORS, admin_connection, admin_options, invoke
 
-from provision.db import roles
+from provision.db.roles import commands
+from provision.db.roles.planning import Plan
+from provision.db.roles.sql_text import statement
 from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 pytestmark = pytest.mark.integration
@@ -34,7 +36,7 @@ GROUP = "pg_monitor"  # a membership granted in the same transaction
 
 def create_args(emulator: Any, flavor: str) -> list[str]:
     ids = ["--client-id", EXISTING_CLIENT_ID] if flavor == "single" else ["--object-id", EXISTING_PRINCIPAL_ID]
-    return ["role", "create", *admin_options(emulator, flavor), "--name", ROLE, *ids, "--member-of", GROUP]
+    return ["role", "create", *admin_options(emulator, flavor), "--name", ROLE, *ids, "--member-of", GROUP, "--allow-predefined", GROUP]
 
 
 def leftovers(emulator: Any, flavor: str) -> dict[str, Any]:
@@ -82,7 +84,7 @@ def test_terminated_while_waiting_for_the_role_lock(
 ) -> None:
     with admin_connection(fresh_emulator, flavor) as holder, admin_connection(fresh_emulator, flavor) as watcher:
         watcher.autocommit = True
-        holder.execute(roles.statement("lock", "role"), {"role": ROLE})  # held until holder's transaction ends
+        holder.execute(statement("lock", "role"), {"role": ROLE})  # held until holder's transaction ends
         create = subprocess.Popen(
             [sys.executable, "-m", "provision", *create_args(fresh_emulator, flavor)],
             env=dict(os.environ),
@@ -114,13 +116,13 @@ def test_terminated_while_waiting_for_the_role_lock(
 def test_a_lock_held_too_long_is_a_clear_conflict(
     fresh_emulator: Any, emulator_environ: dict[str, str], monkeypatch: pytest.MonkeyPatch, flavor: str
 ) -> None:
-    monkeypatch.setattr(roles, "LOCK_WAIT", "500ms")
+    monkeypatch.setattr(commands, "LOCK_WAIT", 0.5)
     with admin_connection(fresh_emulator, flavor) as holder:
-        holder.execute(roles.statement("lock", "role"), {"role": ROLE})  # a run that never lets go
+        holder.execute(statement("lock", "role"), {"role": ROLE})  # a run that never lets go
         status, _, stderr = invoke(*create_args(fresh_emulator, flavor))
         holder.rollback()
     assert status == 1, stderr
-    assert stderr.startswith(f"error: another session has held the lock on role {ROLE} for 500ms"), stderr
+    assert stderr.startswith(f"error: another session has held the lock on role {ROLE} for 0.5 s"), stderr
     assert leftovers(fresh_emulator, flavor) == {}
     assert_a_rerun_creates_it(fresh_emulator, flavor)
 
@@ -154,16 +156,16 @@ def test_interrupted_after_the_statements_before_the_commit(
     interrupt: Callable[[Any, str, psycopg.Connection], None],
 ) -> None:
     seen_inside: list[Any] = []
-    apply = roles._apply
+    apply = commands._apply
 
-    def apply_then_interrupt(conn: psycopg.Connection, plan: roles.Plan, dry_run: bool) -> Any:
+    def apply_then_interrupt(conn: psycopg.Connection, plan: Plan, dry_run: bool) -> Any:
         result = apply(conn, plan, dry_run)
         seen_inside.append(conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", [ROLE, GROUP]).fetchone())
         interrupt(fresh_emulator, flavor, conn)
         return result
 
     with monkeypatch.context() as patch:
-        patch.setattr(roles, "_apply", apply_then_interrupt)
+        patch.setattr(commands, "_apply", apply_then_interrupt)
         status, _, stderr = invoke(*create_args(fresh_emulator, flavor))
 
     assert seen_inside == [(True,)]  # inside the transaction the role existed, with its membership

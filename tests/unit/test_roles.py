@@ -11,7 +11,11 @@ from click.testing import CliRunner
 
 from provision.cli import cli
 from provision.db import admin, roles, verifiers
-from provision.db.roles import Dependency, IdentityIds, RoleRequest, RoleState, Server
+from provision.db.roles import IdentityIds, RoleRequest, planning, sql_text
+from provision.db.roles import flavor as flavor_module
+from provision.db.roles.flavor import EVIDENCE, Server, detect
+from provision.db.roles.request import SINGLE_GROUP
+from provision.db.roles.state import Dependency, RoleState
 from provision.db.target import Target
 from provision.errors import Conflict, DatabaseError, Forbidden, InvalidInput, NotFound
 from provision.plan import Action, Result
@@ -32,7 +36,7 @@ HOSTILE_NAME = 'x"; DROP ROLE aadadmin; --é'
 def server(flavor: str = "flexible", **overrides: Any) -> Server:
     values: dict[str, Any] = {
         "flavor": flavor,
-        "detected_by": f"found {roles.EVIDENCE[flavor]}",
+        "detected_by": f"found {EVIDENCE[flavor]}",
         "admin": "aadadmin",
         "database": "postgres",
         "reads_verifiers": False,
@@ -54,16 +58,16 @@ def entra_role(flavor: str = "flexible", name: str = "myuser", **overrides: Any)
     if flavor == "flexible":
         values.update(object_id=OBJECT_ID, principal_type="service")
     else:
-        values.update(member_of=(roles.SINGLE_GROUP,))
+        values.update(member_of=(SINGLE_GROUP,))
     values.update(overrides)
     return RoleState(name, **values)
 
 
-def rendered(plan: roles.Plan) -> list[str]:
+def rendered(plan: planning.Plan) -> list[str]:
     return [composed.as_string(None) for step in plan.steps for composed in step.sql]
 
 
-def verbs(plan: roles.Plan) -> list[str]:
+def verbs(plan: planning.Plan) -> list[str]:
     return [step.action.verb for step in plan.steps]
 
 
@@ -74,14 +78,14 @@ def verbs(plan: roles.Plan) -> list[str]:
     "family", ["detect", "lock", "role_state", "principals", "role_create", "role_grant", "role_drop"]
 )
 def test_every_statement_family_loads_from_the_package(family: str) -> None:
-    named = roles.statements(family)
+    named = sql_text.statements(family)
     assert named
     for text in named.values():
         assert text and not text.endswith(";") and "--" not in text
 
 
 def test_single_server_create_is_the_walkthrough_statement_with_the_name_quoted() -> None:
-    plan = roles.plan_create(server("single"), RoleState(HOSTILE_NAME), request(HOSTILE_NAME))
+    plan = planning.plan_create(server("single"), RoleState(HOSTILE_NAME), request(HOSTILE_NAME))
     assert rendered(plan)[:2] == [
         "SET aad_validate_oids_in_tenant = off",
         f'CREATE ROLE "x""; DROP ROLE aadadmin; --é" WITH LOGIN PASSWORD \'{CLIENT_ID}\' IN ROLE azure_ad_user',
@@ -89,7 +93,7 @@ def test_single_server_create_is_the_walkthrough_statement_with_the_name_quoted(
 
 
 def test_flexible_create_passes_the_name_and_object_id_as_literals() -> None:
-    plan = roles.plan_create(server(), RoleState("O'Brien"), request("O'Brien"))
+    plan = planning.plan_create(server(), RoleState("O'Brien"), request("O'Brien"))
     assert rendered(plan)[0] == (
         f"SELECT * FROM pgaadauth_create_principal_with_oid('O''Brien', '{OBJECT_ID}', 'service', false, false)"
     )
@@ -98,12 +102,12 @@ def test_flexible_create_passes_the_name_and_object_id_as_literals() -> None:
 @pytest.mark.parametrize("replace", [False, True])
 def test_flexible_plans_never_send_the_single_server_setting(replace: bool) -> None:
     state = entra_role(object_id=OTHER_ID) if replace else RoleState("myuser")
-    plan = roles.plan_create(server(), state, request(replace=replace))
+    plan = planning.plan_create(server(), state, request(replace=replace))
     assert plan.steps and not any("aad_validate_oids_in_tenant" in text for text in rendered(plan))
 
 
 def test_a_new_role_gets_connect_and_the_memberships_and_nothing_more() -> None:
-    plan = roles.plan_create(server(), RoleState("myuser"), request(member_of=("app_readers", "app_readers")))
+    plan = planning.plan_create(server(), RoleState("myuser"), request(member_of=("app_readers", "app_readers")))
     assert verbs(plan) == ["create", "grant", "grant"]
     assert rendered(plan)[1:] == [
         'GRANT CONNECT ON DATABASE "postgres" TO "myuser"',
@@ -146,8 +150,8 @@ def detection_row(single: bool, flexible: bool) -> dict[str, Any]:
 def test_detect_says_which_flavor_it_found_and_why(
     monkeypatch: pytest.MonkeyPatch, single: bool, flexible: bool, wanted: str, flavor: str, detected_by: str
 ) -> None:
-    monkeypatch.setattr(roles, "_rows", lambda *args, **kwargs: [detection_row(single, flexible)])
-    found = roles.detect(object(), wanted)  # type: ignore[arg-type]
+    monkeypatch.setattr(flavor_module, "rows", lambda *args, **kwargs: [detection_row(single, flexible)])
+    found = detect(object(), wanted)  # type: ignore[arg-type]
     assert (found.flavor, found.detected_by) == (flavor, detected_by)
 
 
@@ -162,9 +166,9 @@ def test_detect_says_which_flavor_it_found_and_why(
 def test_detect_refuses_what_it_cannot_tell(
     monkeypatch: pytest.MonkeyPatch, single: bool, flexible: bool, wanted: str, error: type, message: str
 ) -> None:
-    monkeypatch.setattr(roles, "_rows", lambda *args, **kwargs: [detection_row(single, flexible)])
+    monkeypatch.setattr(flavor_module, "rows", lambda *args, **kwargs: [detection_row(single, flexible)])
     with pytest.raises(error, match=message.replace("(", r"\(")):
-        roles.detect(object(), wanted)  # type: ignore[arg-type]
+        detect(object(), wanted)  # type: ignore[arg-type]
 
 
 # --- Single Server: the client id behind a password verifier ----------------------------------------
@@ -191,7 +195,7 @@ def test_client_id_never_matches_a_missing_or_unknown_verifier(verifier: str | N
 
 def test_flexible_same_object_id_in_any_case_changes_nothing() -> None:
     state = entra_role(object_id=OBJECT_ID.upper(), member_of=("app_readers",))
-    plan = roles.plan_create(server(), state, request(member_of=("app_readers",)))
+    plan = planning.plan_create(server(), state, request(member_of=("app_readers",)))
     assert verbs(plan) == ["noop", "noop", "noop"]
     assert plan.steps[0].action.reason == f"already mapped to object id {OBJECT_ID}"
     assert rendered(plan) == []
@@ -199,14 +203,14 @@ def test_flexible_same_object_id_in_any_case_changes_nothing() -> None:
 
 def test_flexible_another_object_id_is_refused_naming_both_and_the_way_out() -> None:
     with pytest.raises(Conflict) as refused:
-        roles.plan_create(server(), entra_role(object_id=OTHER_ID), request())
+        planning.plan_create(server(), entra_role(object_id=OTHER_ID), request())
     assert f"mapped to object id {OTHER_ID}, not object id {OBJECT_ID}" in str(refused.value)
     assert "--replace" in str(refused.value)
 
 
 def test_replace_drops_and_recreates_and_warns_about_lost_memberships() -> None:
     state = entra_role(object_id=OTHER_ID, member_of=("app_writers",), admin_has_privileges=True)
-    plan = roles.plan_create(server(), state, request(replace=True))
+    plan = planning.plan_create(server(), state, request(replace=True))
     assert verbs(plan) == ["replace", "grant"]
     assert rendered(plan) == [
         'DROP ROLE "myuser"',
@@ -221,7 +225,7 @@ def test_replace_drops_and_recreates_and_warns_about_lost_memberships() -> None:
 def test_replace_refuses_a_role_that_owns_objects() -> None:
     owned = (Dependency(True, "postgres", True, "table public.orders"),)
     with pytest.raises(Conflict, match="owns 1 object: table public.orders") as refused:
-        roles.plan_create(server(), entra_role(object_id=OTHER_ID, dependencies=owned), request(replace=True))
+        planning.plan_create(server(), entra_role(object_id=OTHER_ID, dependencies=owned), request(replace=True))
     assert "provision role drop --force" in str(refused.value)
 
 
@@ -230,12 +234,12 @@ def test_replace_refuses_a_role_that_owns_objects() -> None:
 def test_a_role_that_is_not_an_entra_role_is_always_refused(flavor: str, replace: bool) -> None:
     state = RoleState("myuser", exists=True, entra=False)
     with pytest.raises(Conflict, match="already exists and is not a Microsoft Entra role"):
-        roles.plan_create(server(flavor), state, request(replace=replace))
+        planning.plan_create(server(flavor), state, request(replace=replace))
 
 
 def test_single_verified_client_id_changes_nothing() -> None:
     state = entra_role("single", "vec", verifier=SCRAM_VERIFIER)
-    plan = roles.plan_create(server("single", reads_verifiers=True), state, request("vec"))
+    plan = planning.plan_create(server("single", reads_verifiers=True), state, request("vec"))
     assert verbs(plan) == ["noop", "noop"]
     assert plan.steps[0].action.reason == f"already mapped to client id {CLIENT_ID}"
     assert plan.fields["clientIdVerified"] is True
@@ -244,14 +248,16 @@ def test_single_verified_client_id_changes_nothing() -> None:
 def test_single_other_client_id_is_refused_without_showing_a_verifier() -> None:
     state = entra_role("single", "vec", verifier=SCRAM_VERIFIER)
     with pytest.raises(Conflict) as refused:
-        roles.plan_create(server("single", reads_verifiers=True), state, request("vec", identity=IdentityIds(OTHER_ID)))
+        planning.plan_create(
+            server("single", reads_verifiers=True), state, request("vec", identity=IdentityIds(OTHER_ID))
+        )
     message = str(refused.value)
     assert f"not client id {OTHER_ID}" in message and "cannot be shown" in message and "--replace" in message
     assert "SCRAM" not in message
 
 
 def test_single_unverifiable_client_id_is_reported_honestly() -> None:
-    plan = roles.plan_create(server("single"), entra_role("single"), request())
+    plan = planning.plan_create(server("single"), entra_role("single"), request())
     assert verbs(plan) == ["noop", "noop"]
     assert "cannot be verified" in plan.steps[0].action.reason
     assert plan.fields["clientIdVerified"] is False
@@ -260,7 +266,7 @@ def test_single_unverifiable_client_id_is_reported_honestly() -> None:
 
 def test_single_unverifiable_with_replace_recreates() -> None:
     state = entra_role("single", admin_has_privileges=True)
-    plan = roles.plan_create(server("single"), state, request(replace=True))
+    plan = planning.plan_create(server("single"), state, request(replace=True))
     assert verbs(plan) == ["replace", "grant"]
     assert rendered(plan)[:3] == [
         'DROP ROLE "myuser"',
@@ -275,14 +281,14 @@ def test_single_unverifiable_with_replace_recreates() -> None:
 )
 def test_the_flavor_names_the_id_it_needs(flavor: str, identity: IdentityIds, needed: str) -> None:
     with pytest.raises(InvalidInput, match=needed):
-        roles.plan_create(server(flavor), RoleState("myuser"), request(identity=identity))
+        planning.plan_create(server(flavor), RoleState("myuser"), request(identity=identity))
 
 
 # --- CONNECT on the database ------------------------------------------------------------------------
 
 
 def test_connect_from_public_only_is_a_noop_that_says_so() -> None:
-    plan = roles.plan_create(server(grants_connect=False), RoleState("myuser"), request())
+    plan = planning.plan_create(server(grants_connect=False), RoleState("myuser"), request())
     assert verbs(plan) == ["create", "noop"]
     assert plan.steps[1].action.reason == "the admin may not grant it; the role connects through PUBLIC"
     assert plan.warnings == []
@@ -290,37 +296,37 @@ def test_connect_from_public_only_is_a_noop_that_says_so() -> None:
 
 def test_no_way_to_connect_is_refused_before_anything_runs() -> None:
     with pytest.raises(Forbidden, match="may not grant CONNECT on database postgres, and PUBLIC does not"):
-        roles.plan_create(server(grants_connect=False, public_connect=False), RoleState("myuser"), request())
+        planning.plan_create(server(grants_connect=False, public_connect=False), RoleState("myuser"), request())
 
 
 # --- Drop -------------------------------------------------------------------------------------------
 
 
 def test_drop_of_a_missing_role_is_a_noop() -> None:
-    plan = roles.plan_drop(server(), RoleState("myuser"), force=False)
+    plan = planning.plan_drop(server(), RoleState("myuser"), force=False)
     assert verbs(plan) == ["noop"] and rendered(plan) == []
 
 
 def test_drop_refuses_a_role_that_is_not_an_entra_role() -> None:
     with pytest.raises(Conflict, match="not a Microsoft Entra role"):
-        roles.plan_drop(server(), RoleState("app_owner", exists=True), force=True)
+        planning.plan_drop(server(), RoleState("app_owner", exists=True), force=True)
 
 
 def test_drop_revokes_privileges_with_drop_owned_when_there_are_some() -> None:
     privileges = (Dependency(False, None, True, "database postgres"),)
-    plan = roles.plan_drop(server(), entra_role(dependencies=privileges), force=False)
+    plan = planning.plan_drop(server(), entra_role(dependencies=privileges), force=False)
     assert rendered(plan) == ['GRANT "myuser" TO CURRENT_USER', 'DROP OWNED BY "myuser"', 'DROP ROLE "myuser"']
 
 
 def test_drop_refuses_owned_objects_listing_them_unless_forced() -> None:
     owned = tuple(Dependency(True, "postgres", True, f"table public.t{i}") for i in range(25))
     with pytest.raises(Conflict) as refused:
-        roles.plan_drop(server(), entra_role(dependencies=owned), force=False)
+        planning.plan_drop(server(), entra_role(dependencies=owned), force=False)
     message = str(refused.value)
     assert "owns 25 objects: table public.t0; table public.t1" in message
     assert "table public.t19 and 5 more" in message and "--force" in message
 
-    plan = roles.plan_drop(server(), entra_role(dependencies=owned, admin_has_privileges=True), force=True)
+    plan = planning.plan_drop(server(), entra_role(dependencies=owned, admin_has_privileges=True), force=True)
     assert rendered(plan) == [
         'REASSIGN OWNED BY "myuser" TO CURRENT_USER',
         'DROP OWNED BY "myuser"',
@@ -332,7 +338,7 @@ def test_drop_refuses_owned_objects_listing_them_unless_forced() -> None:
 def test_drop_refuses_what_it_cannot_reach_in_other_databases_even_when_forced() -> None:
     elsewhere = (Dependency(True, "sales", False, None),)
     with pytest.raises(Conflict, match="in other databases: sales"):
-        roles.plan_drop(server(), entra_role(dependencies=elsewhere), force=True)
+        planning.plan_drop(server(), entra_role(dependencies=elsewhere), force=True)
 
 
 # --- Requests ---------------------------------------------------------------------------------------
