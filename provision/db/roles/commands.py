@@ -70,7 +70,9 @@ def create_role(conn: psycopg.Connection, flavor: str, request: RoleRequest, dry
         tries = 1
         while True:
             try:
-                return _locked(conn, request.name, attempt, dry_run, doing)
+                return _locked(
+                    conn, request.name, attempt, dry_run, doing, f"role {request.name} may have been created"
+                )
             except (errors.DuplicateObject, errors.UniqueViolation):
                 # Created between our check and our CREATE by something that does not take our lock.
                 if tries == ATTEMPTS:
@@ -88,7 +90,7 @@ def drop_role(conn: psycopg.Connection, flavor: str, name: str, force: bool, dry
 
     doing = f"dropping role {name}"
     with _explained(doing):
-        return _locked(conn, name, attempt, dry_run, doing)
+        return _locked(conn, name, attempt, dry_run, doing, f"role {name} may have been dropped")
 
 
 def show_role(conn: psycopg.Connection, flavor: str, name: str) -> Result:
@@ -154,7 +156,9 @@ def _transaction(conn: psycopg.Connection, doing: str) -> Iterator[tuple[psycopg
         ) from None
 
 
-def _locked(conn: psycopg.Connection, name: str, body: Callable[[], Result], dry_run: bool, doing: str) -> Result:
+def _locked(
+    conn: psycopg.Connection, name: str, body: Callable[[], Result], dry_run: bool, doing: str, maybe: str
+) -> Result:
     """Run `body` in one transaction that holds the role name's advisory lock; a dry run rolls back.
     A connection lost once the COMMIT of a change is under way is OutcomeUnknown: the server may have
     committed it without the acknowledgement arriving."""
@@ -179,8 +183,7 @@ def _locked(conn: psycopg.Connection, name: str, body: Callable[[], Result], dry
         if committing and _connection_lost(error):
             raise OutcomeUnknown(
                 f"the connection to PostgreSQL was lost during the commit while {doing} ({_message(error)}):"
-                f" the change to role {name} may have been made. Run the command again: it shows what is there"
-                " and finishes the job."
+                f" {maybe}, or not. Run the command again: it will show whether it was, and finish the job."
             ) from None
         raise
     return result
