@@ -13,11 +13,13 @@ from provision.cli import cli
 from provision.db import admin, roles, verifiers
 from provision.db.roles import IdentityIds, RoleRequest, planning, sql_text
 from provision.db.roles import flavor as flavor_module
+from provision.db.roles.commands import Bounds
 from provision.db.roles.flavor import EVIDENCE, Server, detect
 from provision.db.roles.request import SINGLE_GROUP
-from provision.db.roles.state import Dependency, RoleState
+from provision.db.roles.state import Dependency, Reached, RoleState
 from provision.db.target import Target
-from provision.errors import Conflict, DatabaseError, Forbidden, InvalidInput, NotFound
+from provision.deadline import Deadline
+from provision.errors import Conflict, DatabaseError, Forbidden, InvalidInput, NotFound, TimedOut
 from provision.plan import Action, Result
 
 CLIENT_ID = "0b5e8f3a-1c2d-4e6f-8a9b-c0d1e2f3a4b5"
@@ -474,6 +476,51 @@ def no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
         (["role", "drop", "--host", "h", "--admin-user", "a", "--name", ""], "--name: a role name cannot be empty"),
         (["role", "show", "--host", "h", "--admin-user", "a", "--name", "a\x00"], "cannot contain NUL"),
         (["role", "list", "--host", "h", "--admin-user", "a", "--admin-client-id", "1"], "--admin-client-id '1'"),
+        *[
+            (BASE[:-1] + [name, "--client-id", CLIENT_ID], message)
+            for name, message in [
+                (" myuser", "cannot start or end with whitespace"),
+                ("myuser\n", "cannot start or end with whitespace"),
+                ("my\nuser", "U+000A"),
+                ("my\u200buser", "U+200B (ZERO WIDTH SPACE)"),
+                ("my\u202euser", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+                ("my\u00a0user", "U+00A0 (NO-BREAK SPACE)"),
+                ("my\u2028user", "U+2028 (LINE SEPARATOR)"),
+                *[
+                    (reserved, "reserved by Azure or PostgreSQL")
+                    for reserved in ("azure_ad_user", "azure_ad_admin", "azure_pg_admin", "azuresu")
+                ],
+                *[(reserved, "reserved by Azure or PostgreSQL") for reserved in ("azure_superuser", "public", "pg_x")],
+                ("aadadmin", "--name 'aadadmin' is the administrator --admin-user 'aadadmin' itself"),
+            ]
+        ],
+        *[
+            (
+                ["role", "create", "--host", "h", "--admin-user", "aadadmin@srv", "--flavor", "single"]
+                + ["--name", name, "--client-id", CLIENT_ID],
+                "is the administrator --admin-user 'aadadmin@srv' itself",
+            )
+            for name in ("aadadmin", "aadadmin@srv")
+        ],
+        *[
+            (BASE + ["--client-id", CLIENT_ID, *extra], message)
+            for extra, message in [
+                (["--member-of", "pg_execute_server_program"], "reaches the server's operating system"),
+                (["--member-of", "pg_read_server_files"], "reaches the server's operating system"),
+                (["--member-of", "pg_write_server_files"], "reaches the server's operating system"),
+                (
+                    ["--member-of", "pg_execute_server_program", "--allow-predefined", "pg_execute_server_program"],
+                    "--allow-predefined 'pg_execute_server_program': it reaches the server's operating system",
+                ),
+                (["--member-of", "pg_monitor"], "name it with --allow-predefined pg_monitor"),
+                (["--member-of", "pg_read_all_data"], "name it with --allow-predefined pg_read_all_data"),
+                (["--member-of", "azure_pg_admin"], "Azure's own role"),
+                (["--member-of", "azure_ad_admin"], "Azure's own role"),
+                (["--member-of", " app"], "--member-of ' app': a role name cannot start or end with whitespace"),
+                (["--member-of", "app", "--allow-predefined", "app"], "not a predefined (pg_*) role"),
+                (["--allow-predefined", "pg_monitor"], "not among the --member-of roles"),
+            ]
+        ],
     ],
 )
 def test_bad_input_exits_2_before_connecting(args: list[str], message: str) -> None:
@@ -554,3 +601,76 @@ def test_a_firewall_refusal_is_not_blamed_on_the_admin_login() -> None:
     )
     assert isinstance(error, DatabaseError) and not isinstance(error, Forbidden)
     assert "does not let this machine in" in str(error) and "firewall rule" in str(error)
+
+
+# --- What --member-of may grant ---------------------------------------------------------------------
+
+
+def reached(*path: str, can_login: bool = False, powers: tuple[str, ...] = ()) -> Reached:
+    return Reached(path, can_login, powers)
+
+
+@pytest.mark.parametrize(
+    ("found", "message"),
+    [
+        (reached("app", can_login=True), "app can log in"),
+        (reached("app", powers=("CREATEROLE",)), "app has CREATEROLE"),
+        (reached("app", "owners", powers=("SUPERUSER", "BYPASSRLS")), "app is a member of owners, and that role has"),
+        (reached("app", "team", "azure_pg_admin"), "member of team -> azure_pg_admin, and that role is Azure's"),
+        (reached("app", "alice@contoso.com"), "is a Microsoft Entra administrator of the server"),
+        (reached("app", "pg_read_server_files"), "reaches the server's operating system"),
+        (reached("app", "pg_read_all_data"), "name it with --allow-predefined pg_read_all_data"),
+        (reached("app", "replicators", powers=("REPLICATION",)), "has REPLICATION"),
+        (reached("app", "creators", powers=("CREATEDB",)), "has CREATEDB"),
+    ],
+)
+def test_a_group_that_reaches_more_than_an_ordinary_group_is_refused(found: Reached, message: str) -> None:
+    with pytest.raises(Forbidden, match="^--member-of app: ") as refused:
+        planning.refuse_groups(request(member_of=("app",)), [reached("app"), found], frozenset({"alice@contoso.com"}))
+    assert message in str(refused.value) and "ordinary group roles only" in str(refused.value)
+
+
+def test_an_allowed_predefined_role_brings_its_own_predefined_roles_but_never_the_operating_system() -> None:
+    asked = request(member_of=("pg_monitor",), allow_predefined=("pg_monitor",))
+    planning.refuse_groups(asked, [reached("pg_monitor"), reached("pg_monitor", "pg_read_all_stats")], frozenset())
+    with pytest.raises(Forbidden, match="reaches the server's operating system"):
+        planning.refuse_groups(
+            asked, [reached("pg_monitor"), reached("pg_monitor", "pg_read_server_files")], frozenset()
+        )
+
+
+def test_ordinary_groups_pass_and_missing_ones_are_named() -> None:
+    planning.refuse_groups(request(member_of=("app",)), [reached("app"), reached("app", "readers")], frozenset())
+    with pytest.raises(NotFound, match="no role named nobody"):
+        planning.refuse_groups(request(member_of=("app", "nobody")), [reached("app")], frozenset())
+
+
+@pytest.mark.parametrize("flavor", ["single", "flexible"])
+def test_the_connected_admin_is_never_the_role_created(flavor: str) -> None:
+    names = ["aadadmin", "aadadmin@mydemoserver"] if flavor == "single" else ["aadadmin"]
+    for name in names:
+        with pytest.raises(Conflict, match=f"--name '{name}' is the administrator aadadmin"):
+            planning.plan_create(server(flavor), RoleState(name), request(name))
+
+
+# --- Bounded waits ----------------------------------------------------------------------------------
+
+
+def budget(seconds: float | None, remaining: float | None = None) -> Deadline:
+    clock = iter([0.0] + [(seconds or 0) - (remaining if remaining is not None else seconds or 0)] * 10)
+    return Deadline(seconds, clock=lambda: next(clock))
+
+
+def test_waits_keep_their_fixed_bounds_without_a_budget_and_shrink_to_what_is_left() -> None:
+    assert Bounds.within(budget(None), "x").settings() == {"statement": "60000ms", "lock": "60000ms"}
+    assert Bounds.within(budget(600, remaining=2.5), "x").settings() == {"statement": "2500ms", "lock": "2500ms"}
+
+
+def test_a_nearly_spent_budget_never_turns_the_timeouts_off() -> None:
+    # 0 means "no timeout" to PostgreSQL: the last fraction of a millisecond must still bound the wait.
+    assert Bounds.within(budget(600, remaining=0.0001), "x").settings() == {"statement": "1ms", "lock": "1ms"}
+
+
+def test_a_spent_budget_starts_no_transaction() -> None:
+    with pytest.raises(TimedOut, match="--timeout 600 s ran out while creating role myuser"):
+        Bounds.within(budget(600, remaining=0), "creating role myuser")
