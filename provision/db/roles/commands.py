@@ -49,6 +49,10 @@ class Bounds:
         return {"statement": _milliseconds(self.statement), "lock": _milliseconds(self.lock)}
 
 
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.2g} s"  # what is left of a budget is rarely round: 1.488 s reads as 1.5 s
+
+
 def _milliseconds(seconds: float) -> str:
     # PostgreSQL reads 0 as "no timeout": never less than a millisecond.
     return f"{max(1, round(seconds * 1000))}ms"
@@ -149,7 +153,7 @@ def _transaction(conn: psycopg.Connection, doing: str) -> Iterator[tuple[psycopg
     except (errors.QueryCanceled, errors.LockNotAvailable) as error:
         limit = bounds.lock if isinstance(error, errors.LockNotAvailable) else bounds.statement
         raise TimedOut(
-            f"PostgreSQL did not finish {doing} within {limit:g} s ({_message(error)}); the transaction was"
+            f"PostgreSQL did not finish {doing} within {_seconds(limit)} ({_message(error)}); the transaction was"
             " rolled back: nothing was changed",
             hint="Something held it up: a lock another session holds (pg_locks and pg_stat_activity show which)"
             " or a busy server. Run again later, or raise --timeout if the command needs longer.",
@@ -171,7 +175,7 @@ def _locked(
                 conn.execute(statement("lock", "role"), {"role": name})
             except psycopg.errors.LockNotAvailable:
                 raise Conflict(
-                    f"another session has held the lock on role {name} for {bounds.lock:g} s (another provision"
+                    f"another session has held the lock on role {name} for {_seconds(bounds.lock)} (another provision"
                     " run, or a transaction left open); nothing was changed",
                     hint="Run again once it has finished; pg_locks shows who holds the advisory lock.",
                 ) from None
