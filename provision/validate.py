@@ -167,11 +167,28 @@ def same_resource_id(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
+# Characters a role name must not hold: control, format (zero-width, bidirectional overrides), line and
+# paragraph separators, surrogates and private use. They are invisible or render as something else, so
+# the name a reader sees would not be the name a login needs.
+_HIDDEN_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co"}
+
+
 def role_name(value: str, option: str = "--name") -> str:
     if not value:
         raise InvalidInput(f"{option}: a role name cannot be empty")
     if "\x00" in value:
         raise InvalidInput(f"{option} {_show(value)}: a role name cannot contain NUL")
+    if value != value.strip():
+        raise InvalidInput(f"{option} {_show(value)}: a role name cannot start or end with whitespace")
+    for character in value:
+        category = unicodedata.category(character)
+        # Spaces other than U+0020 (no-break, ideographic, ...) pass for an ordinary space.
+        if category in _HIDDEN_CATEGORIES or (category == "Zs" and character != " "):
+            described = unicodedata.name(character, "unnamed")
+            raise InvalidInput(
+                f"{option} {_show(value)}: a role name cannot contain U+{ord(character):04X} ({described}),"
+                " a character that does not show as itself"
+            )
     if len(value.encode()) > 63:
         raise InvalidInput(f"{option} {_show(value)}: a role name has at most 63 bytes (PostgreSQL would truncate it)")
     return value

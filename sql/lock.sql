@@ -3,7 +3,8 @@
 -- ('prov' in ASCII) keeps these locks apart from an application's own advisory locks.
 SELECT pg_catalog.pg_advisory_xact_lock(1886547830, pg_catalog.hashtext(%(role)s))
 
--- name: timeout
--- How long the lock may be waited for, in this transaction only: a session that never lets go must
--- not hang every later run on the same role.
-SELECT pg_catalog.set_config('lock_timeout', %(wait)s, true)
+-- name: bounds
+-- How long each statement may run and each lock may be waited for, in this transaction only: a
+-- server that stalls, or a session that never lets go of a lock, must not hang the command.
+SELECT pg_catalog.set_config('statement_timeout', %(statement)s, true),
+    pg_catalog.set_config('lock_timeout', %(lock)s, true)

@@ -44,6 +44,31 @@ WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
     AND s.deptype IN ('o', 'a', 'r', 'i')
 ORDER BY 1 DESC, 2, 4
 
--- name: existing
--- Which of the named roles exist.
-SELECT rolname::text FROM pg_catalog.pg_roles WHERE rolname = ANY(%(roles)s)
+-- name: groups
+-- Every role that membership in the named groups reaches, the groups themselves included, through
+-- pg_auth_members (the groups each is a member of, transitively), with what that role may do. A
+-- member can SET ROLE to any of them, so each must be harmless. PostgreSQL forbids circular
+-- memberships; the path check keeps the recursion finite regardless.
+WITH RECURSIVE reached(oid, path) AS (
+    SELECT r.oid, ARRAY[r.rolname::text]
+    FROM pg_catalog.pg_roles r
+    WHERE r.rolname = ANY(%(roles)s)
+  UNION
+    SELECT m.roleid, reached.path || g.rolname::text
+    FROM reached
+        JOIN pg_catalog.pg_auth_members m ON m.member = reached.oid
+        JOIN pg_catalog.pg_roles g ON g.oid = m.roleid
+    WHERE g.rolname::text <> ALL(reached.path)
+)
+SELECT
+    reached.path,
+    r.rolcanlogin AS can_login,
+    pg_catalog.array_remove(ARRAY[
+        CASE WHEN r.rolsuper THEN 'SUPERUSER' END,
+        CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END,
+        CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
+        CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+        CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END
+    ], NULL) AS powers
+FROM reached JOIN pg_catalog.pg_roles r ON r.oid = reached.oid
+ORDER BY pg_catalog.array_length(reached.path, 1), reached.path

@@ -105,7 +105,8 @@ def _name_option(function: F) -> F:
         "--name",
         required=True,
         metavar="ROLE",
-        help="Role name the identity logs in as: up to 63 bytes, always quoted, so any character is harmless.",
+        help="Role name the identity logs in as: up to 63 bytes, always quoted; no leading or trailing whitespace,"
+        " no invisible characters. Names Azure or PostgreSQL reserve (azure_*, pg_*, public) are refused.",
     )(function)
 
 
@@ -185,7 +186,17 @@ def _emit(settings: Settings, result: Result) -> None:
     "--member-of",
     multiple=True,
     metavar="ROLE",
-    help="Existing role to make this role a member of; repeatable. Memberships already there are kept.",
+    help="Existing group role to make this role a member of; repeatable. Memberships already there are kept."
+    " Refused: roles that can log in, have SUPERUSER, CREATEROLE, CREATEDB, REPLICATION or BYPASSRLS (or"
+    " reach one that does), Azure's administrator roles, and PostgreSQL's predefined pg_* roles unless"
+    " --allow-predefined names them.",
+)
+@click.option(
+    "--allow-predefined",
+    multiple=True,
+    metavar="ROLE",
+    help="A predefined pg_* role given in --member-of that may be granted (e.g. pg_monitor); repeatable."
+    " Never pg_execute_server_program, pg_read_server_files or pg_write_server_files.",
 )
 @click.option(
     "--replace",
@@ -204,6 +215,7 @@ def create(
     identity_name: str | None,
     resource_group: str | None,
     member_of: tuple[str, ...],
+    allow_predefined: tuple[str, ...],
     replace: bool,
 ) -> None:
     """Create the role a managed identity logs in as, or confirm it is there.
@@ -230,7 +242,8 @@ def create(
     """
     from provision.db import roles
 
-    request = roles.RoleRequest(name, roles.IdentityIds(client_id, object_id), member_of, replace)
+    request = roles.RoleRequest(name, roles.IdentityIds(client_id, object_id), member_of, replace, allow_predefined)
+    roles.refuse_admin_name(name, admin.user, admin.flavor)
     lookup = _identity_lookup(settings, client_id, object_id, identity_id, identity_name, resource_group)
     flavor = admin.flavor
     if lookup is None and flavor != "auto":

@@ -160,7 +160,20 @@ def test_the_identity_logs_in_with_its_own_token_and_a_rerun_changes_nothing(wor
     app = make_identity(world, "idApp")
     # Single Server: the ARM id path; Flexible Server: the name path. Both read the ids from Resource Manager.
     lookup = ["--identity-id", app["id"]] if flavor == "single" else ["--identity", "idApp", "-g", seed.RESOURCE_GROUP]
-    created = output(role(world, flavor, "create", "--name", "myuser", *lookup, "--member-of", "pg_monitor"))
+    created = output(
+        role(
+            world,
+            flavor,
+            "create",
+            "--name",
+            "myuser",
+            *lookup,
+            "--member-of",
+            "pg_monitor",
+            "--allow-predefined",
+            "pg_monitor",
+        )
+    )
 
     assert created["changed"] is True and created["flavor"] == flavor and created["role"] == "myuser"
     assert (created["clientId"], created["objectId"]) == (app["clientId"], app["objectId"])
@@ -179,7 +192,18 @@ def test_the_identity_logs_in_with_its_own_token_and_a_rerun_changes_nothing(wor
         ]
     assert log_in_as(world, flavor, "myuser", app["clientId"]) == "myuser"
 
-    again = role(world, flavor, "create", "--name", "myuser", *ids(flavor, app), "--member-of", "pg_monitor")
+    again = role(
+        world,
+        flavor,
+        "create",
+        "--name",
+        "myuser",
+        *ids(flavor, app),
+        "--member-of",
+        "pg_monitor",
+        "--allow-predefined",
+        "pg_monitor",
+    )
     assert again.returncode == 0 and output(again)["changed"] is False and output(again)["statements"] == []
 
     shown = output(role(world, flavor, "show", "--name", "myuser"))
@@ -265,7 +289,7 @@ def test_drop_removes_the_role_and_its_login(world: Any, flavor: str) -> None:
 def test_roles_that_are_not_entra_roles_are_refused(world: Any, flavor: str) -> None:
     app = make_identity(world, "idApp")
     before = catalog(world, flavor)
-    for args in (["create", "--name", "pg_monitor", *ids(flavor, app), "--replace"], ["drop", "--name", "pg_monitor"]):
+    for args in (["create", "--name", "postgres", *ids(flavor, app), "--replace"], ["drop", "--name", "postgres"]):
         result = role(world, flavor, *args)
         assert result.returncode == 1 and "not a Microsoft Entra role" in result.stderr
     assert catalog(world, flavor) == before
@@ -275,12 +299,19 @@ def test_roles_that_are_not_entra_roles_are_refused(world: Any, flavor: str) -> 
 def test_the_entra_administrator_is_never_dropped_or_replaced(world: Any, flavor: str) -> None:
     app = make_identity(world, "idApp")
     before = catalog(world, flavor)
-    for args in (
-        ["drop", "--name", "aadadmin", "--force"],
-        ["create", "--name", "aadadmin", *ids(flavor, app), "--replace"],
-    ):
-        result = role(world, flavor, *args)
-        assert result.returncode == 1 and "is a Microsoft Entra administrator" in result.stderr, result.stderr
+    dropped = role(world, flavor, "drop", "--name", "aadadmin", "--force")
+    assert dropped.returncode == 1 and "is a Microsoft Entra administrator" in dropped.stderr, dropped.stderr
+    # Creating the admin's own name is refused before any write: from the input where --admin-user tells
+    # (exit 2), from the server's current_user where only the server does (Single Server, --flavor auto).
+    names = ["aadadmin", f"aadadmin@{seed.SINGLE_SERVER}"] if flavor == "single" else ["aadadmin"]
+    for name in names:
+        for flavor_option in ("auto", flavor):
+            created = role(
+                world, flavor, "create", "--name", name, *ids(flavor, app), "--replace", "--flavor", flavor_option
+            )
+            told_by_input = not (flavor == "single" and flavor_option == "auto" and name == "aadadmin")
+            assert created.returncode == (2 if told_by_input else 1), created.stderr
+            assert "is the administrator" in created.stderr, created.stderr
     assert catalog(world, flavor) == before
 
 

@@ -2,12 +2,14 @@
 clear message, no half-created role is left behind (no role, no pgaadauth mapping, no membership),
 and running it again creates the role.
 
-Three moments, on both server flavors:
+Four moments, on both server flavors:
 - while it waits for the role's advisory lock (held by another admin session), its backend is
   terminated; this runs the real CLI as a process;
+- before the first write, its backend is terminated: nothing was changed, and the message says so;
 - after every statement has run (the role exists inside the transaction) and before the commit, its
-  backend is terminated, or its connection to the gateway is cut; these run the command in this
-  process, with a hook after the statements."""
+  backend is terminated, or its connection to the gateway is cut: the client notices only when its
+  COMMIT goes unanswered, so it reports the outcome as unknown (exit 1) and a re-run settles it.
+The last two run the command in this process, with a hook around the statements."""
 
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ import psycopg
 import pytest
 from helpers import FLAVORS, admin_connection, admin_options, invoke
 
-from provision.db import roles
+from provision.db.roles import commands
+from provision.db.roles.planning import Plan
+from provision.db.roles.sql_text import statement
 from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 pytestmark = pytest.mark.integration
@@ -34,7 +38,18 @@ GROUP = "pg_monitor"  # a membership granted in the same transaction
 
 def create_args(emulator: Any, flavor: str) -> list[str]:
     ids = ["--client-id", EXISTING_CLIENT_ID] if flavor == "single" else ["--object-id", EXISTING_PRINCIPAL_ID]
-    return ["role", "create", *admin_options(emulator, flavor), "--name", ROLE, *ids, "--member-of", GROUP]
+    return [
+        "role",
+        "create",
+        *admin_options(emulator, flavor),
+        "--name",
+        ROLE,
+        *ids,
+        "--member-of",
+        GROUP,
+        "--allow-predefined",
+        GROUP,
+    ]
 
 
 def leftovers(emulator: Any, flavor: str) -> dict[str, Any]:
@@ -82,7 +97,7 @@ def test_terminated_while_waiting_for_the_role_lock(
 ) -> None:
     with admin_connection(fresh_emulator, flavor) as holder, admin_connection(fresh_emulator, flavor) as watcher:
         watcher.autocommit = True
-        holder.execute(roles.statement("lock", "role"), {"role": ROLE})  # held until holder's transaction ends
+        holder.execute(statement("lock", "role"), {"role": ROLE})  # held until holder's transaction ends
         create = subprocess.Popen(
             [sys.executable, "-m", "provision", *create_args(fresh_emulator, flavor)],
             env=dict(os.environ),
@@ -114,13 +129,13 @@ def test_terminated_while_waiting_for_the_role_lock(
 def test_a_lock_held_too_long_is_a_clear_conflict(
     fresh_emulator: Any, emulator_environ: dict[str, str], monkeypatch: pytest.MonkeyPatch, flavor: str
 ) -> None:
-    monkeypatch.setattr(roles, "LOCK_WAIT", "500ms")
+    monkeypatch.setattr(commands, "LOCK_WAIT", 0.5)
     with admin_connection(fresh_emulator, flavor) as holder:
-        holder.execute(roles.statement("lock", "role"), {"role": ROLE})  # a run that never lets go
+        holder.execute(statement("lock", "role"), {"role": ROLE})  # a run that never lets go
         status, _, stderr = invoke(*create_args(fresh_emulator, flavor))
         holder.rollback()
     assert status == 1, stderr
-    assert stderr.startswith(f"error: another session has held the lock on role {ROLE} for 500ms"), stderr
+    assert stderr.startswith(f"error: another session has held the lock on role {ROLE} for 0.5 s"), stderr
     assert leftovers(fresh_emulator, flavor) == {}
     assert_a_rerun_creates_it(fresh_emulator, flavor)
 
@@ -144,29 +159,60 @@ def cut_connection(emulator: Any, flavor: str, conn: psycopg.Connection) -> None
         )
 
 
+def assert_outcome_unknown(status: int, stderr: str) -> None:
+    assert status == 1, stderr
+    assert stderr.startswith(
+        f"error: the connection to PostgreSQL was lost during the commit while creating role {ROLE} ("
+    )
+    assert f"role {ROLE} may have been created, or not. Run the command again: it will show whether it was" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+
+
 @pytest.mark.parametrize("flavor", FLAVORS)
 @pytest.mark.parametrize("interrupt", [terminate_backend, cut_connection], ids=["terminated", "cut"])
-def test_interrupted_after_the_statements_before_the_commit(
+def test_a_session_lost_after_the_statements_is_noticed_at_the_commit_so_the_outcome_is_unknown(
     fresh_emulator: Any,
     emulator_environ: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
     flavor: str,
     interrupt: Callable[[Any, str, psycopg.Connection], None],
 ) -> None:
+    """The client learns of the loss only when its COMMIT gets no acknowledgement: from there it cannot
+    tell a commit that never happened from one whose answer was lost (test_role_catalog shows the second)."""
     seen_inside: list[Any] = []
-    apply = roles._apply
+    apply = commands._apply
 
-    def apply_then_interrupt(conn: psycopg.Connection, plan: roles.Plan, dry_run: bool) -> Any:
+    def apply_then_interrupt(conn: psycopg.Connection, plan: Plan, dry_run: bool) -> Any:
         result = apply(conn, plan, dry_run)
         seen_inside.append(conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", [ROLE, GROUP]).fetchone())
         interrupt(fresh_emulator, flavor, conn)
         return result
 
     with monkeypatch.context() as patch:
-        patch.setattr(roles, "_apply", apply_then_interrupt)
+        patch.setattr(commands, "_apply", apply_then_interrupt)
         status, _, stderr = invoke(*create_args(fresh_emulator, flavor))
 
     assert seen_inside == [(True,)]  # inside the transaction the role existed, with its membership
+    assert_outcome_unknown(status, stderr)
+    assert leftovers(fresh_emulator, flavor) == {}  # here the session had ended before the COMMIT
+    assert_a_rerun_creates_it(fresh_emulator, flavor)
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_a_session_lost_before_the_writes_changed_nothing_and_says_so(
+    fresh_emulator: Any, emulator_environ: dict[str, str], monkeypatch: pytest.MonkeyPatch, flavor: str
+) -> None:
+    apply = commands._apply
+
+    def interrupt_then_apply(conn: psycopg.Connection, plan: Plan, dry_run: bool) -> Any:
+        terminate_backend(fresh_emulator, flavor, conn)
+        return apply(conn, plan, dry_run)  # its first write finds the session gone
+
+    with monkeypatch.context() as patch:
+        patch.setattr(commands, "_apply", interrupt_then_apply)
+        status, _, stderr = invoke(*create_args(fresh_emulator, flavor))
+
     assert_clean_failure(status, stderr)
+    assert "before anything was committed: nothing was changed" in stderr
     assert leftovers(fresh_emulator, flavor) == {}
     assert_a_rerun_creates_it(fresh_emulator, flavor)

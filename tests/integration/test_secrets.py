@@ -157,7 +157,7 @@ def database_commands(emulator: Any, flavor: str, admin_token: str, wrong_passwo
                 ["role", "create", *admin, "--name", "viaToken", "--identity", NEW_IDENTITY, "-g", RG],
                 env={"PGPASSWORD": admin_token}),
         Command(f"{flavor}: role create of a role that is not an Entra role", 1,
-                ["role", "create", *admin, "--name", "pg_monitor", *ids]),
+                ["role", "create", *admin, "--name", "postgres", *ids]),
         Command(f"{flavor}: role list, refused password", 1, ["role", "list", *admin],
                 env={"PGPASSWORD": wrong_password}),
         Command(f"{flavor}: role show", 0, ["-o", "json", "role", "show", *admin, "--name", "myuser"]),

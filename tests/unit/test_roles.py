@@ -11,9 +11,15 @@ from click.testing import CliRunner
 
 from provision.cli import cli
 from provision.db import admin, roles, verifiers
-from provision.db.roles import Dependency, IdentityIds, RoleRequest, RoleState, Server
+from provision.db.roles import IdentityIds, RoleRequest, planning, sql_text
+from provision.db.roles import flavor as flavor_module
+from provision.db.roles.commands import Bounds
+from provision.db.roles.flavor import EVIDENCE, Server, detect
+from provision.db.roles.request import SINGLE_GROUP
+from provision.db.roles.state import Dependency, Reached, RoleState
 from provision.db.target import Target
-from provision.errors import Conflict, DatabaseError, Forbidden, InvalidInput, NotFound
+from provision.deadline import Deadline
+from provision.errors import Conflict, DatabaseError, Forbidden, InvalidInput, NotFound, TimedOut
 from provision.plan import Action, Result
 
 CLIENT_ID = "0b5e8f3a-1c2d-4e6f-8a9b-c0d1e2f3a4b5"
@@ -32,7 +38,7 @@ HOSTILE_NAME = 'x"; DROP ROLE aadadmin; --é'
 def server(flavor: str = "flexible", **overrides: Any) -> Server:
     values: dict[str, Any] = {
         "flavor": flavor,
-        "detected_by": f"found {roles.EVIDENCE[flavor]}",
+        "detected_by": f"found {EVIDENCE[flavor]}",
         "admin": "aadadmin",
         "database": "postgres",
         "reads_verifiers": False,
@@ -54,16 +60,16 @@ def entra_role(flavor: str = "flexible", name: str = "myuser", **overrides: Any)
     if flavor == "flexible":
         values.update(object_id=OBJECT_ID, principal_type="service")
     else:
-        values.update(member_of=(roles.SINGLE_GROUP,))
+        values.update(member_of=(SINGLE_GROUP,))
     values.update(overrides)
     return RoleState(name, **values)
 
 
-def rendered(plan: roles.Plan) -> list[str]:
+def rendered(plan: planning.Plan) -> list[str]:
     return [composed.as_string(None) for step in plan.steps for composed in step.sql]
 
 
-def verbs(plan: roles.Plan) -> list[str]:
+def verbs(plan: planning.Plan) -> list[str]:
     return [step.action.verb for step in plan.steps]
 
 
@@ -74,14 +80,14 @@ def verbs(plan: roles.Plan) -> list[str]:
     "family", ["detect", "lock", "role_state", "principals", "role_create", "role_grant", "role_drop"]
 )
 def test_every_statement_family_loads_from_the_package(family: str) -> None:
-    named = roles.statements(family)
+    named = sql_text.statements(family)
     assert named
     for text in named.values():
         assert text and not text.endswith(";") and "--" not in text
 
 
 def test_single_server_create_is_the_walkthrough_statement_with_the_name_quoted() -> None:
-    plan = roles.plan_create(server("single"), RoleState(HOSTILE_NAME), request(HOSTILE_NAME))
+    plan = planning.plan_create(server("single"), RoleState(HOSTILE_NAME), request(HOSTILE_NAME))
     assert rendered(plan)[:2] == [
         "SET aad_validate_oids_in_tenant = off",
         f'CREATE ROLE "x""; DROP ROLE aadadmin; --é" WITH LOGIN PASSWORD \'{CLIENT_ID}\' IN ROLE azure_ad_user',
@@ -89,7 +95,7 @@ def test_single_server_create_is_the_walkthrough_statement_with_the_name_quoted(
 
 
 def test_flexible_create_passes_the_name_and_object_id_as_literals() -> None:
-    plan = roles.plan_create(server(), RoleState("O'Brien"), request("O'Brien"))
+    plan = planning.plan_create(server(), RoleState("O'Brien"), request("O'Brien"))
     assert rendered(plan)[0] == (
         f"SELECT * FROM pgaadauth_create_principal_with_oid('O''Brien', '{OBJECT_ID}', 'service', false, false)"
     )
@@ -98,12 +104,12 @@ def test_flexible_create_passes_the_name_and_object_id_as_literals() -> None:
 @pytest.mark.parametrize("replace", [False, True])
 def test_flexible_plans_never_send_the_single_server_setting(replace: bool) -> None:
     state = entra_role(object_id=OTHER_ID) if replace else RoleState("myuser")
-    plan = roles.plan_create(server(), state, request(replace=replace))
+    plan = planning.plan_create(server(), state, request(replace=replace))
     assert plan.steps and not any("aad_validate_oids_in_tenant" in text for text in rendered(plan))
 
 
 def test_a_new_role_gets_connect_and_the_memberships_and_nothing_more() -> None:
-    plan = roles.plan_create(server(), RoleState("myuser"), request(member_of=("app_readers", "app_readers")))
+    plan = planning.plan_create(server(), RoleState("myuser"), request(member_of=("app_readers", "app_readers")))
     assert verbs(plan) == ["create", "grant", "grant"]
     assert rendered(plan)[1:] == [
         'GRANT CONNECT ON DATABASE "postgres" TO "myuser"',
@@ -146,8 +152,8 @@ def detection_row(single: bool, flexible: bool) -> dict[str, Any]:
 def test_detect_says_which_flavor_it_found_and_why(
     monkeypatch: pytest.MonkeyPatch, single: bool, flexible: bool, wanted: str, flavor: str, detected_by: str
 ) -> None:
-    monkeypatch.setattr(roles, "_rows", lambda *args, **kwargs: [detection_row(single, flexible)])
-    found = roles.detect(object(), wanted)  # type: ignore[arg-type]
+    monkeypatch.setattr(flavor_module, "rows", lambda *args, **kwargs: [detection_row(single, flexible)])
+    found = detect(object(), wanted)  # type: ignore[arg-type]
     assert (found.flavor, found.detected_by) == (flavor, detected_by)
 
 
@@ -162,9 +168,9 @@ def test_detect_says_which_flavor_it_found_and_why(
 def test_detect_refuses_what_it_cannot_tell(
     monkeypatch: pytest.MonkeyPatch, single: bool, flexible: bool, wanted: str, error: type, message: str
 ) -> None:
-    monkeypatch.setattr(roles, "_rows", lambda *args, **kwargs: [detection_row(single, flexible)])
+    monkeypatch.setattr(flavor_module, "rows", lambda *args, **kwargs: [detection_row(single, flexible)])
     with pytest.raises(error, match=message.replace("(", r"\(")):
-        roles.detect(object(), wanted)  # type: ignore[arg-type]
+        detect(object(), wanted)  # type: ignore[arg-type]
 
 
 # --- Single Server: the client id behind a password verifier ----------------------------------------
@@ -191,7 +197,7 @@ def test_client_id_never_matches_a_missing_or_unknown_verifier(verifier: str | N
 
 def test_flexible_same_object_id_in_any_case_changes_nothing() -> None:
     state = entra_role(object_id=OBJECT_ID.upper(), member_of=("app_readers",))
-    plan = roles.plan_create(server(), state, request(member_of=("app_readers",)))
+    plan = planning.plan_create(server(), state, request(member_of=("app_readers",)))
     assert verbs(plan) == ["noop", "noop", "noop"]
     assert plan.steps[0].action.reason == f"already mapped to object id {OBJECT_ID}"
     assert rendered(plan) == []
@@ -199,14 +205,14 @@ def test_flexible_same_object_id_in_any_case_changes_nothing() -> None:
 
 def test_flexible_another_object_id_is_refused_naming_both_and_the_way_out() -> None:
     with pytest.raises(Conflict) as refused:
-        roles.plan_create(server(), entra_role(object_id=OTHER_ID), request())
+        planning.plan_create(server(), entra_role(object_id=OTHER_ID), request())
     assert f"mapped to object id {OTHER_ID}, not object id {OBJECT_ID}" in str(refused.value)
     assert "--replace" in str(refused.value)
 
 
 def test_replace_drops_and_recreates_and_warns_about_lost_memberships() -> None:
     state = entra_role(object_id=OTHER_ID, member_of=("app_writers",), admin_has_privileges=True)
-    plan = roles.plan_create(server(), state, request(replace=True))
+    plan = planning.plan_create(server(), state, request(replace=True))
     assert verbs(plan) == ["replace", "grant"]
     assert rendered(plan) == [
         'DROP ROLE "myuser"',
@@ -221,7 +227,7 @@ def test_replace_drops_and_recreates_and_warns_about_lost_memberships() -> None:
 def test_replace_refuses_a_role_that_owns_objects() -> None:
     owned = (Dependency(True, "postgres", True, "table public.orders"),)
     with pytest.raises(Conflict, match="owns 1 object: table public.orders") as refused:
-        roles.plan_create(server(), entra_role(object_id=OTHER_ID, dependencies=owned), request(replace=True))
+        planning.plan_create(server(), entra_role(object_id=OTHER_ID, dependencies=owned), request(replace=True))
     assert "provision role drop --force" in str(refused.value)
 
 
@@ -230,12 +236,12 @@ def test_replace_refuses_a_role_that_owns_objects() -> None:
 def test_a_role_that_is_not_an_entra_role_is_always_refused(flavor: str, replace: bool) -> None:
     state = RoleState("myuser", exists=True, entra=False)
     with pytest.raises(Conflict, match="already exists and is not a Microsoft Entra role"):
-        roles.plan_create(server(flavor), state, request(replace=replace))
+        planning.plan_create(server(flavor), state, request(replace=replace))
 
 
 def test_single_verified_client_id_changes_nothing() -> None:
     state = entra_role("single", "vec", verifier=SCRAM_VERIFIER)
-    plan = roles.plan_create(server("single", reads_verifiers=True), state, request("vec"))
+    plan = planning.plan_create(server("single", reads_verifiers=True), state, request("vec"))
     assert verbs(plan) == ["noop", "noop"]
     assert plan.steps[0].action.reason == f"already mapped to client id {CLIENT_ID}"
     assert plan.fields["clientIdVerified"] is True
@@ -244,14 +250,16 @@ def test_single_verified_client_id_changes_nothing() -> None:
 def test_single_other_client_id_is_refused_without_showing_a_verifier() -> None:
     state = entra_role("single", "vec", verifier=SCRAM_VERIFIER)
     with pytest.raises(Conflict) as refused:
-        roles.plan_create(server("single", reads_verifiers=True), state, request("vec", identity=IdentityIds(OTHER_ID)))
+        planning.plan_create(
+            server("single", reads_verifiers=True), state, request("vec", identity=IdentityIds(OTHER_ID))
+        )
     message = str(refused.value)
     assert f"not client id {OTHER_ID}" in message and "cannot be shown" in message and "--replace" in message
     assert "SCRAM" not in message
 
 
 def test_single_unverifiable_client_id_is_reported_honestly() -> None:
-    plan = roles.plan_create(server("single"), entra_role("single"), request())
+    plan = planning.plan_create(server("single"), entra_role("single"), request())
     assert verbs(plan) == ["noop", "noop"]
     assert "cannot be verified" in plan.steps[0].action.reason
     assert plan.fields["clientIdVerified"] is False
@@ -260,7 +268,7 @@ def test_single_unverifiable_client_id_is_reported_honestly() -> None:
 
 def test_single_unverifiable_with_replace_recreates() -> None:
     state = entra_role("single", admin_has_privileges=True)
-    plan = roles.plan_create(server("single"), state, request(replace=True))
+    plan = planning.plan_create(server("single"), state, request(replace=True))
     assert verbs(plan) == ["replace", "grant"]
     assert rendered(plan)[:3] == [
         'DROP ROLE "myuser"',
@@ -275,14 +283,14 @@ def test_single_unverifiable_with_replace_recreates() -> None:
 )
 def test_the_flavor_names_the_id_it_needs(flavor: str, identity: IdentityIds, needed: str) -> None:
     with pytest.raises(InvalidInput, match=needed):
-        roles.plan_create(server(flavor), RoleState("myuser"), request(identity=identity))
+        planning.plan_create(server(flavor), RoleState("myuser"), request(identity=identity))
 
 
 # --- CONNECT on the database ------------------------------------------------------------------------
 
 
 def test_connect_from_public_only_is_a_noop_that_says_so() -> None:
-    plan = roles.plan_create(server(grants_connect=False), RoleState("myuser"), request())
+    plan = planning.plan_create(server(grants_connect=False), RoleState("myuser"), request())
     assert verbs(plan) == ["create", "noop"]
     assert plan.steps[1].action.reason == "the admin may not grant it; the role connects through PUBLIC"
     assert plan.warnings == []
@@ -290,37 +298,37 @@ def test_connect_from_public_only_is_a_noop_that_says_so() -> None:
 
 def test_no_way_to_connect_is_refused_before_anything_runs() -> None:
     with pytest.raises(Forbidden, match="may not grant CONNECT on database postgres, and PUBLIC does not"):
-        roles.plan_create(server(grants_connect=False, public_connect=False), RoleState("myuser"), request())
+        planning.plan_create(server(grants_connect=False, public_connect=False), RoleState("myuser"), request())
 
 
 # --- Drop -------------------------------------------------------------------------------------------
 
 
 def test_drop_of_a_missing_role_is_a_noop() -> None:
-    plan = roles.plan_drop(server(), RoleState("myuser"), force=False)
+    plan = planning.plan_drop(server(), RoleState("myuser"), force=False)
     assert verbs(plan) == ["noop"] and rendered(plan) == []
 
 
 def test_drop_refuses_a_role_that_is_not_an_entra_role() -> None:
     with pytest.raises(Conflict, match="not a Microsoft Entra role"):
-        roles.plan_drop(server(), RoleState("app_owner", exists=True), force=True)
+        planning.plan_drop(server(), RoleState("app_owner", exists=True), force=True)
 
 
 def test_drop_revokes_privileges_with_drop_owned_when_there_are_some() -> None:
     privileges = (Dependency(False, None, True, "database postgres"),)
-    plan = roles.plan_drop(server(), entra_role(dependencies=privileges), force=False)
+    plan = planning.plan_drop(server(), entra_role(dependencies=privileges), force=False)
     assert rendered(plan) == ['GRANT "myuser" TO CURRENT_USER', 'DROP OWNED BY "myuser"', 'DROP ROLE "myuser"']
 
 
 def test_drop_refuses_owned_objects_listing_them_unless_forced() -> None:
     owned = tuple(Dependency(True, "postgres", True, f"table public.t{i}") for i in range(25))
     with pytest.raises(Conflict) as refused:
-        roles.plan_drop(server(), entra_role(dependencies=owned), force=False)
+        planning.plan_drop(server(), entra_role(dependencies=owned), force=False)
     message = str(refused.value)
     assert "owns 25 objects: table public.t0; table public.t1" in message
     assert "table public.t19 and 5 more" in message and "--force" in message
 
-    plan = roles.plan_drop(server(), entra_role(dependencies=owned, admin_has_privileges=True), force=True)
+    plan = planning.plan_drop(server(), entra_role(dependencies=owned, admin_has_privileges=True), force=True)
     assert rendered(plan) == [
         'REASSIGN OWNED BY "myuser" TO CURRENT_USER',
         'DROP OWNED BY "myuser"',
@@ -332,7 +340,7 @@ def test_drop_refuses_owned_objects_listing_them_unless_forced() -> None:
 def test_drop_refuses_what_it_cannot_reach_in_other_databases_even_when_forced() -> None:
     elsewhere = (Dependency(True, "sales", False, None),)
     with pytest.raises(Conflict, match="in other databases: sales"):
-        roles.plan_drop(server(), entra_role(dependencies=elsewhere), force=True)
+        planning.plan_drop(server(), entra_role(dependencies=elsewhere), force=True)
 
 
 # --- Requests ---------------------------------------------------------------------------------------
@@ -469,6 +477,51 @@ def no_connection(monkeypatch: pytest.MonkeyPatch) -> None:
         (["role", "drop", "--host", "h", "--admin-user", "a", "--name", ""], "--name: a role name cannot be empty"),
         (["role", "show", "--host", "h", "--admin-user", "a", "--name", "a\x00"], "cannot contain NUL"),
         (["role", "list", "--host", "h", "--admin-user", "a", "--admin-client-id", "1"], "--admin-client-id '1'"),
+        *[
+            (BASE[:-1] + [name, "--client-id", CLIENT_ID], message)
+            for name, message in [
+                (" myuser", "cannot start or end with whitespace"),
+                ("myuser\n", "cannot start or end with whitespace"),
+                ("my\nuser", "U+000A"),
+                ("my\u200buser", "U+200B (ZERO WIDTH SPACE)"),
+                ("my\u202euser", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+                ("my\u00a0user", "U+00A0 (NO-BREAK SPACE)"),
+                ("my\u2028user", "U+2028 (LINE SEPARATOR)"),
+                *[
+                    (reserved, "reserved by Azure or PostgreSQL")
+                    for reserved in ("azure_ad_user", "azure_ad_admin", "azure_pg_admin", "azuresu")
+                ],
+                *[(reserved, "reserved by Azure or PostgreSQL") for reserved in ("azure_superuser", "public", "pg_x")],
+                ("aadadmin", "--name 'aadadmin' is the administrator --admin-user 'aadadmin' itself"),
+            ]
+        ],
+        *[
+            (
+                ["role", "create", "--host", "h", "--admin-user", "aadadmin@srv", "--flavor", "single"]
+                + ["--name", name, "--client-id", CLIENT_ID],
+                "is the administrator --admin-user 'aadadmin@srv' itself",
+            )
+            for name in ("aadadmin", "aadadmin@srv")
+        ],
+        *[
+            (BASE + ["--client-id", CLIENT_ID, *extra], message)
+            for extra, message in [
+                (["--member-of", "pg_execute_server_program"], "reaches the server's operating system"),
+                (["--member-of", "pg_read_server_files"], "reaches the server's operating system"),
+                (["--member-of", "pg_write_server_files"], "reaches the server's operating system"),
+                (
+                    ["--member-of", "pg_execute_server_program", "--allow-predefined", "pg_execute_server_program"],
+                    "--allow-predefined 'pg_execute_server_program': it reaches the server's operating system",
+                ),
+                (["--member-of", "pg_monitor"], "name it with --allow-predefined pg_monitor"),
+                (["--member-of", "pg_read_all_data"], "name it with --allow-predefined pg_read_all_data"),
+                (["--member-of", "azure_pg_admin"], "Azure's own role"),
+                (["--member-of", "azure_ad_admin"], "Azure's own role"),
+                (["--member-of", " app"], "--member-of ' app': a role name cannot start or end with whitespace"),
+                (["--member-of", "app", "--allow-predefined", "app"], "not a predefined (pg_*) role"),
+                (["--allow-predefined", "pg_monitor"], "not among the --member-of roles"),
+            ]
+        ],
     ],
 )
 def test_bad_input_exits_2_before_connecting(args: list[str], message: str) -> None:
@@ -549,3 +602,76 @@ def test_a_firewall_refusal_is_not_blamed_on_the_admin_login() -> None:
     )
     assert isinstance(error, DatabaseError) and not isinstance(error, Forbidden)
     assert "does not let this machine in" in str(error) and "firewall rule" in str(error)
+
+
+# --- What --member-of may grant ---------------------------------------------------------------------
+
+
+def reached(*path: str, can_login: bool = False, powers: tuple[str, ...] = ()) -> Reached:
+    return Reached(path, can_login, powers)
+
+
+@pytest.mark.parametrize(
+    ("found", "message"),
+    [
+        (reached("app", can_login=True), "app can log in"),
+        (reached("app", powers=("CREATEROLE",)), "app has CREATEROLE"),
+        (reached("app", "owners", powers=("SUPERUSER", "BYPASSRLS")), "app is a member of owners, and that role has"),
+        (reached("app", "team", "azure_pg_admin"), "member of team -> azure_pg_admin, and that role is Azure's"),
+        (reached("app", "alice@contoso.com"), "is a Microsoft Entra administrator of the server"),
+        (reached("app", "pg_read_server_files"), "reaches the server's operating system"),
+        (reached("app", "pg_read_all_data"), "name it with --allow-predefined pg_read_all_data"),
+        (reached("app", "replicators", powers=("REPLICATION",)), "has REPLICATION"),
+        (reached("app", "creators", powers=("CREATEDB",)), "has CREATEDB"),
+    ],
+)
+def test_a_group_that_reaches_more_than_an_ordinary_group_is_refused(found: Reached, message: str) -> None:
+    with pytest.raises(Forbidden, match="^--member-of app: ") as refused:
+        planning.refuse_groups(request(member_of=("app",)), [reached("app"), found], frozenset({"alice@contoso.com"}))
+    assert message in str(refused.value) and "ordinary group roles only" in str(refused.value)
+
+
+def test_an_allowed_predefined_role_brings_its_own_predefined_roles_but_never_the_operating_system() -> None:
+    asked = request(member_of=("pg_monitor",), allow_predefined=("pg_monitor",))
+    planning.refuse_groups(asked, [reached("pg_monitor"), reached("pg_monitor", "pg_read_all_stats")], frozenset())
+    with pytest.raises(Forbidden, match="reaches the server's operating system"):
+        planning.refuse_groups(
+            asked, [reached("pg_monitor"), reached("pg_monitor", "pg_read_server_files")], frozenset()
+        )
+
+
+def test_ordinary_groups_pass_and_missing_ones_are_named() -> None:
+    planning.refuse_groups(request(member_of=("app",)), [reached("app"), reached("app", "readers")], frozenset())
+    with pytest.raises(NotFound, match="no role named nobody"):
+        planning.refuse_groups(request(member_of=("app", "nobody")), [reached("app")], frozenset())
+
+
+@pytest.mark.parametrize("flavor", ["single", "flexible"])
+def test_the_connected_admin_is_never_the_role_created(flavor: str) -> None:
+    names = ["aadadmin", "aadadmin@mydemoserver"] if flavor == "single" else ["aadadmin"]
+    for name in names:
+        with pytest.raises(Conflict, match=f"--name '{name}' is the administrator aadadmin"):
+            planning.plan_create(server(flavor), RoleState(name), request(name))
+
+
+# --- Bounded waits ----------------------------------------------------------------------------------
+
+
+def budget(seconds: float | None, remaining: float | None = None) -> Deadline:
+    clock = iter([0.0] + [(seconds or 0) - (remaining if remaining is not None else seconds or 0)] * 10)
+    return Deadline(seconds, clock=lambda: next(clock))
+
+
+def test_waits_keep_their_fixed_bounds_without_a_budget_and_shrink_to_what_is_left() -> None:
+    assert Bounds.within(budget(None), "x").settings() == {"statement": "60000ms", "lock": "60000ms"}
+    assert Bounds.within(budget(600, remaining=2.5), "x").settings() == {"statement": "2500ms", "lock": "2500ms"}
+
+
+def test_a_nearly_spent_budget_never_turns_the_timeouts_off() -> None:
+    # 0 means "no timeout" to PostgreSQL: the last fraction of a millisecond must still bound the wait.
+    assert Bounds.within(budget(600, remaining=0.0001), "x").settings() == {"statement": "1ms", "lock": "1ms"}
+
+
+def test_a_spent_budget_starts_no_transaction() -> None:
+    with pytest.raises(TimedOut, match="--timeout 600 s ran out while creating role myuser"):
+        Bounds.within(budget(600, remaining=0), "creating role myuser")
