@@ -1,0 +1,46 @@
+"""The bounds every CLI command runs within, except `provision emulator start` (it runs until stopped,
+with signal handlers of its own):
+
+- its time budget (--timeout): the steps draw on `provision.deadline`, and a SIGALRM shortly after the
+  deadline ends the command even where a step waits without consulting it;
+- SIGINT and SIGTERM raise `Interrupted` in the main thread, so the command ends with a message (and a
+  step with a write in flight can say so) instead of silently."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from provision import deadline
+from provision.errors import Interrupted, TimedOut
+
+# The steps' own checks come first: they know what they were doing, and which write may have been made.
+GRACE = 1.0
+
+
+@contextlib.contextmanager
+def command_bounds(seconds: float, command: Callable[[], str]) -> Iterator[None]:
+    """Start the command's budget and install its signal handlers; both end with the block. `command`
+    names the command that runs ("provision role list"), for the message when the budget runs out."""
+    deadline.start(seconds)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    def out_of_time(signum: int, frame: Any) -> None:
+        raise TimedOut(
+            f"--timeout {seconds:g} s ran out while running `{command()}`",
+            hint="Raise --timeout (or PROVISION_TIMEOUT) if the operation needs longer.",
+        )
+
+    handlers = {signal.SIGINT: interrupt, signal.SIGTERM: interrupt, signal.SIGALRM: out_of_time}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
+    signal.setitimer(signal.ITIMER_REAL, seconds + GRACE)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
