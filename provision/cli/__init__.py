@@ -199,7 +199,11 @@ def cli(
     if ctx.invoked_subcommand != "emulator":  # the local Azure stack runs until stopped
         from provision.cli.bounds import command_bounds
 
-        ctx.with_resource(command_bounds(seconds, lambda: click.get_current_context().command_path))
+        running = ctx.invoked_subcommand
+        # psql replaces this process: its session is the user's, however long (its token fetch is short).
+        ctx.with_resource(
+            command_bounds(seconds, lambda: click.get_current_context().command_path, alarm=running != "psql")
+        )
 
 
 def main() -> None:

@@ -21,9 +21,11 @@ GRACE = 1.0
 
 
 @contextlib.contextmanager
-def command_bounds(seconds: float, command: Callable[[], str]) -> Iterator[None]:
+def command_bounds(seconds: float, command: Callable[[], str], *, alarm: bool = True) -> Iterator[None]:
     """Start the command's budget and install its signal handlers; both end with the block. `command`
-    names the command that runs ("provision role list"), for the message when the budget runs out."""
+    names the command that runs ("provision role list"), for the message when the budget runs out.
+    `alarm` False: no SIGALRM backstop, for a command that becomes another program (exec), since an
+    interval timer survives execve(2) and would kill that program when the budget ends."""
     deadline.start(seconds)
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -35,12 +37,16 @@ def command_bounds(seconds: float, command: Callable[[], str]) -> Iterator[None]
             hint="Raise --timeout (or PROVISION_TIMEOUT) if the operation needs longer.",
         )
 
-    handlers = {signal.SIGINT: interrupt, signal.SIGTERM: interrupt, signal.SIGALRM: out_of_time}
+    handlers: dict[int, Callable[[int, Any], None]] = {signal.SIGINT: interrupt, signal.SIGTERM: interrupt}
+    if alarm:
+        handlers[signal.SIGALRM] = out_of_time
     previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
-    signal.setitimer(signal.ITIMER_REAL, seconds + GRACE)
+    if alarm:
+        signal.setitimer(signal.ITIMER_REAL, seconds + GRACE)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
         for number, handler in previous.items():
             signal.signal(number, handler)
