@@ -199,11 +199,9 @@ def cli(
     if ctx.invoked_subcommand != "emulator":  # the local Azure stack runs until stopped
         from provision.cli.bounds import command_bounds
 
-        running = ctx.invoked_subcommand
         # psql replaces this process: its session is the user's, however long (its token fetch is short).
-        ctx.with_resource(
-            command_bounds(seconds, lambda: click.get_current_context().command_path, alarm=running != "psql")
-        )
+        psql = ctx.invoked_subcommand == "psql"
+        ctx.with_resource(command_bounds(seconds, lambda: click.get_current_context().command_path, alarm=not psql))
 
 
 def main() -> None:

@@ -50,3 +50,4 @@ def command_bounds(seconds: float, command: Callable[[], str], *, alarm: bool = 
             signal.setitimer(signal.ITIMER_REAL, 0)
         for number, handler in previous.items():
             signal.signal(number, handler)
+        deadline.start(None)  # library code run after the command has no budget, as before it

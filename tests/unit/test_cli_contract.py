@@ -111,8 +111,10 @@ def test_the_budget_is_started_and_the_backstop_armed_while_a_command_runs(monke
 
     ((budget, alarm_in),) = seen
     assert budget == 42 and 42 < alarm_in <= 43
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # disarmed once the command ended
+    # Once the command has ended: no alarm, the signals' handlers back, no budget for library code.
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert not deadline.current().bounded
 
 
 def test_the_emulator_is_not_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
