@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import os
+from collections.abc import Mapping
 
 
 class ExitStatus(enum.IntEnum):
@@ -91,3 +93,33 @@ class Interrupted(BaseException):
     @property
     def exit_status(self) -> int:
         return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class BadEnvironment(ProvisionError):
+    """An environment variable points at something that is not there (a CA bundle file, ...)."""
+
+
+class UnexpectedError(ProvisionError):
+    """An exception the tool has no message for: still one line, never a traceback."""
+
+
+# Variables that name a CA certificate file: requests (and so the Azure SDKs), OpenSSL, libpq.
+CA_FILE_VARIABLES = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "PGSSLROOTCERT")
+
+
+def unexpected(error: Exception, environ: Mapping[str, str]) -> ProvisionError:
+    """What to tell the user about an exception that escaped every step. A missing file named by a CA
+    variable is the usual cause of an OSError from deep inside requests or ssl: name the variable."""
+    if isinstance(error, OSError):
+        for name in CA_FILE_VARIABLES:
+            path = environ.get(name)
+            if path and not os.path.isfile(path):
+                return BadEnvironment(
+                    f"{name} names {path}, which is not a file",
+                    hint=f"Point {name} at a CA certificate file (PEM), or unset it.",
+                )
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return UnexpectedError(
+        f"unexpected {type(error).__name__}" + (f": {detail}" if detail else ""),
+        hint="This is a bug in provision: please report it, with the command that caused it.",
+    )

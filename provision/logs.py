@@ -14,7 +14,17 @@ _SECRETS = (
 )
 
 
-def redact(text: str) -> str:
+# A known secret (a password from PGPASSWORD) is masked wherever it appears, but only from this length on:
+# a shorter one ("a", "pass") also occurs in ordinary words, and masking those would garble the message
+# while hiding nothing (libpq does not echo passwords; password=... pairs are masked by pattern anyway).
+MIN_KNOWN_SECRET_LENGTH = 8
+
+
+def redact(text: str, *known_secrets: str) -> str:
+    """`text` with access tokens, Authorization values, password=... pairs and `known_secrets` masked."""
+    for secret in known_secrets:
+        if len(secret) >= MIN_KNOWN_SECRET_LENGTH:
+            text = text.replace(secret, "<redacted>")
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text

@@ -7,10 +7,11 @@ so the Result of a dry run lists exactly the writes a real run would make."""
 from __future__ import annotations
 
 import json
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from provision.errors import ExitStatus
+from provision.errors import ExitStatus, Interrupted, ProvisionError
 
 
 @dataclass
@@ -74,6 +75,51 @@ class Result:
         width = max((len(key) for key in self.fields), default=0)
         lines.extend(f"{key.ljust(width)}  {_text(value)}" for key, value in self.fields.items())
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a command failed: one `error:` line (and its hint) for people, on stderr; one JSON object for
+    pipelines, on stdout. Secrets are redacted from both."""
+
+    code: str
+    message: str
+    hint: str | None
+    exit_status: int
+    outcome: str | None = None  # "unknown": a write was sent and may have been made
+
+    @classmethod
+    def of(cls, error: ProvisionError) -> Failure:
+        from provision.logs import redact
+
+        hint = redact(error.hint) if error.hint else None
+        return cls(error.code, redact(error.message), hint, int(error.exit_status), error.outcome)
+
+    @classmethod
+    def interrupted(cls, error: Interrupted) -> Failure:
+        message = f"interrupted ({signal.Signals(error.signum).name})"
+        if error.during is None:
+            return cls("Interrupted", message, None, error.exit_status)
+        message += (
+            f" while {error.during}: Azure or PostgreSQL carries on with what it accepted, so the change may"
+            " have been made; a re-run will show it"
+        )
+        return cls("Interrupted", message, None, error.exit_status, "unknown")
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "changed": False,
+            "error": {"code": self.code, "message": self.message, "hint": self.hint},
+            "exitStatus": self.exit_status,
+        }
+        if self.outcome is not None:
+            data["outcome"] = self.outcome
+        return data
+
+    def render(self, output: str) -> str:
+        if output == "json":
+            return json.dumps(self.as_dict(), indent=2)
+        return f"error: {self.message}" + (f"\n{self.hint}" if self.hint else "")
 
 
 def _render_request(request: dict[str, Any]) -> list[str]:

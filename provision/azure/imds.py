@@ -79,7 +79,7 @@ class TokenClaims:
 
 
 class TokenUnavailable(CredentialError):
-    """IMDS gave no token. `cause` is a stable code: imds_unreachable, identity_not_found,
+    """IMDS gave no token. `cause` is a stable code: imds_unreachable, imds_throttled, identity_not_found,
     identity_ambiguous, resource_unknown or imds_error; `detail` is what the metadata service or the
     network said."""
 
@@ -112,12 +112,19 @@ def request_token(resource: str, client_id: str | None = None) -> ManagedIdentit
     scope = resource + "/.default"  # azure-identity strips "/.default" again: IMDS sees the resource as given
     log.info("requesting a token for %s from %s (%s)", resource, endpoint(), _describe_identity(client_id))
     obtained_at = time.time()
+    # azure-identity hands IMDS's answer to MSAL, which keeps only the body: the status codes are seen
+    # here, through azure-core's per-response hook, so that a 429 can be told apart from a refusal.
+    statuses: list[int] = []
     # A new credential per request: its MSAL cache would hand back a token we decided to replace.
     try:
-        with ManagedIdentityCredential(client_id=client_id, **CREDENTIAL_SETTINGS) as credential:
+        with ManagedIdentityCredential(
+            client_id=client_id,
+            raw_response_hook=lambda response: statuses.append(response.http_response.status_code),
+            **CREDENTIAL_SETTINGS,
+        ) as credential:
             access = credential.get_token(scope)
     except ClientAuthenticationError as error:
-        raise _unavailable(error, resource, client_id) from error
+        raise _unavailable(error, resource, client_id, statuses[-1] if statuses else None) from error
     log.info("got a token for %s, valid for %d s", resource, access.expires_on - obtained_at)
     return ManagedIdentityToken(access.token, int(access.expires_on), obtained_at, resource, client_id)
 
@@ -179,7 +186,7 @@ def _describe_identity(client_id: str | None) -> str:
     return f"managed identity with client id {client_id}" if client_id else "system-assigned identity"
 
 
-def _unavailable(error: Exception, resource: str, client_id: str | None) -> TokenUnavailable:
+def _unavailable(error: Exception, resource: str, client_id: str | None, status: int | None) -> TokenUnavailable:
     from azure.core.exceptions import (
         ServiceRequestError,
         ServiceRequestTimeoutError,
@@ -207,6 +214,17 @@ def _unavailable(error: Exception, resource: str, client_id: str | None) -> Toke
     match = _TOKEN_REQUEST_ERROR.search(str(error))
     code, description = (match["code"], match["description"].strip()) if match else ("", _first_line(str(error)))
     detail = f"({code}) {description}" if code else description
+    if status == 429:
+        # "429 Too many requests: IMDS Throttle limit reached. Retry with Exponential Backoff." (Microsoft Learn,
+        # "How to use managed identities for Azure resources on an Azure VM to acquire an access token",
+        # Error handling). azure-identity words it "no response from the IMDS endpoint", which it is not.
+        return TokenUnavailable(
+            "the metadata service is throttling requests (429); try again in a moment",
+            cause="imds_throttled",
+            detail=f"HTTP 429 from {where}",
+            hint="IMDS limits how many token requests a VM may make per second; provision asks once per process"
+            " and identity, so other processes on this VM are asking at the same time.",
+        )
     if code == "invalid_request" and "identity not found" in description.lower():
         if client_id:
             return TokenUnavailable(

@@ -4,6 +4,8 @@ the Azure SDKs and psycopg load inside the commands, so `--help` stays fast."""
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -12,8 +14,9 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from provision.cloud import CLOUD_NAMES, get_cloud
-from provision.errors import ExitStatus, InvalidInput, ProvisionError
-from provision.plan import Result
+from provision.deadline import DEFAULT_TIMEOUT
+from provision.errors import Interrupted, InvalidInput, ProvisionError, unexpected
+from provision.plan import Failure, Result
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,34 +46,72 @@ pass_settings = click.make_pass_decorator(Settings)
 
 
 class ProvisionGroup(click.Group):
-    """Turns expected failures into one message and an exit code, never a traceback; usage errors
-    (a bad choice, a missing option) are one line too, like every other bad input."""
+    """Every failure, usage errors and unexpected exceptions included, ends as one Failure: one line
+    (and a hint) on stderr, or with -o json one JSON object on stdout; never a traceback."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        with _usage_error_in_one_line(ctx):
+        with _usage_error_in_one_line(ctx, _requested_output(args)):
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
+        output = ctx.params.get("output", "text")
         try:
-            with _usage_error_in_one_line(ctx):  # the subcommands parse their options in here
-                return super().invoke(ctx)
+            try:
+                with _usage_error_in_one_line(ctx, output):  # the subcommands parse their options in here
+                    return super().invoke(ctx)
+            finally:
+                ctx.close()  # the command's budget and signal handlers end before its failure is shown
+        except Interrupted as error:
+            failure = Failure.interrupted(error)
         except ProvisionError as error:
-            from provision.logs import redact
+            failure = Failure.of(error)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:
+            failure = Failure.of(unexpected(error, os.environ))
+        _fail(ctx, failure, output)
 
-            click.echo(f"error: {redact(str(error))}", err=True)
-            ctx.exit(int(error.exit_status))
+
+def _fail(ctx: click.Context, failure: Failure, output: str) -> NoReturn:
+    click.echo(failure.render(output), err=output != "json")
+    ctx.exit(failure.exit_status)
 
 
 @contextlib.contextmanager
-def _usage_error_in_one_line(ctx: click.Context) -> Iterator[None]:
+def _usage_error_in_one_line(ctx: click.Context, output: str) -> Iterator[None]:
     try:
         yield
     except click.exceptions.NoArgsIsHelpError:
         raise  # a bare group: its help is the answer
     except click.UsageError as error:
         command = (error.ctx or ctx).command_path
-        click.echo(f"error: {error.format_message()} (see '{command} --help')", err=True)
-        ctx.exit(error.exit_code)
+        message = f"{error.format_message()} (see '{command} --help')"
+        _fail(ctx, Failure("UsageError", message, None, error.exit_code), output)
+
+
+def _requested_output(args: list[str]) -> str:
+    """-o/--output as given (else PROVISION_OUTPUT), for a usage error found before the options are parsed."""
+    output = os.environ.get("PROVISION_OUTPUT", "text")
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("-o", "--output") and index + 1 < len(args):
+            output = args[index + 1]
+        elif arg.startswith("--output="):
+            output = arg.partition("=")[2]
+        elif arg.startswith("-o") and not arg.startswith("--"):
+            output = arg[2:]
+    return "json" if output == "json" else "text"
+
+
+def _timeout_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidInput(f"--timeout {value!r}: expected a number of seconds greater than 0")
+    return seconds
 
 
 @click.group(cls=ProvisionGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -117,6 +158,15 @@ def _usage_error_in_one_line(ctx: click.Context) -> Iterator[None]:
     help="Show every write (Resource Manager request, exact SQL) and make none. Exit 3 if something would change.",
 )
 @click.option("-v", "--verbose", count=True, help="Log progress on stderr (-vv: also HTTP); secrets are redacted.")
+@click.option(
+    "--timeout",
+    envvar="PROVISION_TIMEOUT",
+    default=f"{DEFAULT_TIMEOUT:g}",
+    show_default=True,
+    metavar="SECONDS",
+    help="Bound on the whole command, every wait and retry included (not on `emulator start`)."
+    " [env: PROVISION_TIMEOUT]",
+)
 @click.version_option(package_name="provision")
 @click.pass_context
 def cli(
@@ -128,6 +178,7 @@ def cli(
     output: str,
     dry_run: bool,
     verbose: int,
+    timeout: str,
 ) -> None:
     """Connect with a managed identity to Azure Database for PostgreSQL.
 
@@ -140,23 +191,27 @@ def cli(
     provision emulator start                          the local Azure stack, for offline runs
 
     Exit status: 0 success, 1 the operation failed, 2 bad input (nothing changed),
-    3 --dry-run found pending changes.
+    3 --dry-run found pending changes, 130/143 interrupted by SIGINT/SIGTERM.
+    With -o json a failure is one JSON object on stdout too.
     """
     from provision import logs, validate
 
     logs.configure(verbose)
-    try:
-        get_cloud(cloud)
-        if subscription is not None:
-            subscription = validate.guid(subscription, "--subscription")
-        if arm_endpoint is not None:
-            arm_endpoint = validate.https_url(arm_endpoint, "--arm-endpoint")
-        if arm_audience is not None:
-            arm_audience = validate.https_url(arm_audience, "--arm-audience")
-    except InvalidInput as error:
-        click.echo(f"error: {error}", err=True)
-        ctx.exit(int(ExitStatus.BAD_INPUT))
+    get_cloud(cloud)
+    if subscription is not None:
+        subscription = validate.guid(subscription, "--subscription")
+    if arm_endpoint is not None:
+        arm_endpoint = validate.https_url(arm_endpoint, "--arm-endpoint")
+    if arm_audience is not None:
+        arm_audience = validate.https_url(arm_audience, "--arm-audience")
+    seconds = _timeout_seconds(timeout)
     ctx.obj = Settings(subscription, get_cloud(cloud).name, arm_endpoint, output, dry_run, arm_audience)
+    if ctx.invoked_subcommand != "emulator":  # the local Azure stack runs until stopped
+        from provision.cli.bounds import command_bounds
+
+        # psql replaces this process: its session is the user's, however long (its token fetch is short).
+        psql = ctx.invoked_subcommand == "psql"
+        ctx.with_resource(command_bounds(seconds, lambda: click.get_current_context().command_path, alarm=not psql))
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ def emulator() -> None:
     "directory",
     type=click.Path(file_okay=False),
     help="State directory (CA, keys, env.sh, requests.jsonl, database files); kept, and its CA reused, on the"
-    " next start. Default: a new temporary directory, removed on exit.",
+    " next start; locked while a stack runs in it. Default: a new temporary directory, removed on exit.",
 )
 @click.option(
     "--port-base",

@@ -12,7 +12,7 @@ import click
 from provision import validate
 from provision.cli import Settings, pass_settings
 from provision.cli.options import Server, postgres_options
-from provision.errors import ExitStatus
+from provision.errors import ExitStatus, InvalidInput
 from provision.plan import Result
 
 if TYPE_CHECKING:
@@ -113,11 +113,18 @@ def psql(
 
     The token reaches psql in PGPASSWORD, never on its command line; psql verifies the server
     (verify-full, with the CA file of --sslrootcert or the system's bundle) unless --sslmode or
-    PGSSLMODE says otherwise. psql's exit status is this command's.
+    PGSSLMODE says otherwise. Not with --dry-run: psql would run the SQL.
+
+    Exit status: psql's own once it runs (0 ok, 1 fatal error, 2 connection lost or refused,
+    3 a script error with ON_ERROR_STOP); before psql starts, provision's 1 (no token, psql not
+    found) or 2 (bad input).
 
     \b
     provision psql --host H --user ROLE --client-id ID -- -c 'select current_user'"""
     from provision.db.connect import exec_psql
+
+    if settings.dry_run:
+        raise InvalidInput("--dry-run: provision psql cannot show what psql would do without running it")
 
     exec_psql(
         server.target(user),

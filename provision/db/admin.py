@@ -57,7 +57,7 @@ def connect(target: Target, cloud: Cloud, admin_client_id: str | None = None) ->
 
 def connection_error(message: str, target: Target, password: str, source: str) -> ProvisionError:
     """A failed connection as a message that says what to check, with the password nowhere in it."""
-    text = redact(message.replace(password, "<redacted>")) if password else redact(message)
+    text = redact(message, password)
     text = text.removeprefix("connection failed: ").strip()
     if FIREWALL.search(text):
         return DatabaseError(

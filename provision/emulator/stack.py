@@ -8,6 +8,8 @@ Single Server = N+2, Flexible Server = N+3. Everything listens on loopback only.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import shlex
 import shutil
 import signal
@@ -25,6 +27,7 @@ from provision.emulator.world import World
 from provision.errors import EmulatorError, InvalidInput
 
 DEFAULT_TOKEN_LIFETIME = 86399  # what real IMDS answers in expires_in
+LOCK_FILE = "emulator.lock"  # in DIR, held while a stack runs there; it holds that stack's pid
 # The addresses the server certificate names (keys.Authority.server_context).
 
 
@@ -63,6 +66,7 @@ def start(directory: Path | None, port_base: int, operation_seconds: float, host
         directory = created
     stack.directory = directory = directory.resolve()
     try:
+        stack.closers.append(_lock(directory))
         _start_services(stack, port_base, host)
     except BaseException as error:
         stack.close()
@@ -71,6 +75,25 @@ def start(directory: Path | None, port_base: int, operation_seconds: float, host
         raise
     (directory / "env.sh").write_text("".join(line + "\n" for line in stack.export_lines()))
     return stack
+
+
+def _lock(directory: Path) -> Callable[[], None]:
+    """Take DIR's lock before anything in DIR is written, or refuse: a second stack on the same directory
+    would replace the first one's database files and rewire its gateway. Returns the release."""
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 32).decode(errors="replace").strip()
+        os.close(descriptor)
+        running = f" (pid {holder})" if holder.isdigit() else ""
+        raise EmulatorError(
+            f"{directory} is in use by a running local Azure stack{running}: stop it, or pick another --dir"
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    return lambda: os.close(descriptor)
 
 
 def _start_services(stack: Stack, port_base: int, host: str) -> None:

@@ -155,13 +155,15 @@ def test_fault(
         row.seconds = time.monotonic() - start
     fresh_emulator.clear_faults()
     row.sent = len(sent(fresh_emulator, mark, call))
-    row.message = stderr.strip().splitlines()[0] if stderr.strip() else ""
+    # With -o json a failure is one JSON object on stdout.
+    error = json.loads(stdout)["error"] if status else None
+    row.message = error["message"] if error else ""
     row.outcome = f"exit {status}"
 
-    assert "Traceback" not in stderr, stderr
+    assert "Traceback" not in stdout + stderr, stderr
     if (call_name, fault_name) in EXIT_1:
         assert status == 1, stdout + stderr
-        assert stderr.startswith("error: ") and len(stderr.strip().splitlines()) == 1, stderr
+        assert error is not None and error["message"] and json.loads(stdout)["exitStatus"] == 1, stdout
         # The VM's earlier identities are there after a failure too.
         kind, attached = machine_identities(fresh_emulator)
         assert kind is not None and "SystemAssigned" in kind, kind

@@ -427,11 +427,12 @@ def test_token_step_diagnosis_for_an_unknown_resource() -> None:
 # -- psql ------------------------------------------------------------------------------------------
 
 
-class Exec(Exception):
-    """Raised by the stand-in for os.execve, which never returns."""
+class Exec(SystemExit):
+    """Raised by the stand-in for os.execve, which never returns: this process ends there, so a
+    SystemExit (the CLI turns any Exception into a one-line error)."""
 
     def __init__(self, program: str, argv: list[str], env: dict[str, str]) -> None:
-        super().__init__(program)
+        super().__init__(1)
         self.program, self.argv, self.env = program, argv, env
 
 
