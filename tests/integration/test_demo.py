@@ -32,7 +32,7 @@ def test_demo_runs_the_walkthrough_and_cleans_up() -> None:
             "flavor      single",
             "flavor      flexible",
             "$ export PGPASSWORD=$(provision token --client-id ",
-            "--user myuser@demo-single postgres -c 'SELECT version()'",
+            "--user myuser@mydemoserver postgres -c 'SELECT version()'",
         ):
             assert step in out
         assert out.count("Connected!") == 2

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from provision.emulator import databases, seed
+from provision.emulator import cluster, databases, seed
 from provision.emulator.cluster import Clusters
 from provision.emulator.keys import Authority
 from provision.emulator.world import ManagedIdentity
@@ -133,7 +133,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     state = tmp_path_factory.mktemp("databases")
     authority = Authority.load_or_create(state)
     world = DirectoryStandIn()
-    running = databases.start(state, authority, world, "127.0.0.1", 0, 0)
+    running = databases.start(
+        state, authority, world, "127.0.0.1", 0, 0, cluster.find_installation(), databases.DEFAULT_NAMES
+    )
     try:
         yield Servers(running, authority, world, running.exports())
     finally:
@@ -169,7 +171,7 @@ def test_exports_point_at_both_servers(servers: Servers) -> None:
     env = servers.env
     assert env["PROVISION_SINGLE_HOST"] == env["PROVISION_FLEX_HOST"] == "127.0.0.1"
     assert env["PROVISION_SINGLE_PORT"] != env["PROVISION_FLEX_PORT"]
-    assert env["PROVISION_SINGLE_ADMIN"] == "aadadmin@demo-single"
+    assert env["PROVISION_SINGLE_ADMIN"] == "aadadmin@mydemoserver"
     assert env["PROVISION_FLEX_ADMIN"] == "aadadmin"
     assert env["PGSSLROOTCERT"] == str(servers.authority.ca_path)
 
@@ -219,7 +221,7 @@ def test_a_long_token_works(fresh: Servers) -> None:
 def test_fifty_psql_sessions_at_once(fresh: Servers) -> None:
     app = new_identity("app-many")
     create_role(fresh, "single", "app_many", app)
-    argv = fresh.psql_argv("single", "app_many@demo-single", "SELECT pg_sleep(0.2), current_user")
+    argv = fresh.psql_argv("single", "app_many@mydemoserver", "SELECT pg_sleep(0.2), current_user")
     env = fresh.psql_env(fresh.token(app))
     sessions = [
         subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(50)
@@ -306,7 +308,7 @@ def test_tokens_never_reach_the_log(fresh: Servers, caplog: pytest.LogCaptureFix
     create_role(fresh, "single", "app_logged", app)
     tokens = [fresh.token(app), fresh.token(app, lifetime=-60), fresh.token(new_identity("app-other"))]
     for token in tokens:
-        fresh.psql("single", "app_logged@demo-single", token, "SELECT 1")
+        fresh.psql("single", "app_logged@mydemoserver", token, "SELECT 1")
     assert "password authentication failed" in caplog.text  # the refusals were logged...
     assert "eyJ" not in caplog.text  # ...and no token, whole or in part
     assert app.client_id not in caplog.text  # nor the client id that serves as the role's password
@@ -322,18 +324,18 @@ def test_unknown_role_is_refused(fresh: Servers, flavor: str) -> None:
 def test_single_role_outside_azure_ad_user_is_refused(fresh: Servers) -> None:
     app = new_identity("app-plain")
     fresh.single_role("app_plain", app.client_id, in_azure_ad_user=False)
-    done = fresh.psql("single", "app_plain@demo-single", fresh.token(app), "SELECT 1")
-    assert_refused(done, password_failed("app_plain@demo-single"))
+    done = fresh.psql("single", "app_plain@mydemoserver", fresh.token(app), "SELECT 1")
+    assert_refused(done, password_failed("app_plain@mydemoserver"))
 
 
 def test_single_client_id_mismatch_is_refused(fresh: Servers) -> None:
     app = new_identity("app-mismatch")
     fresh.single_role("app_mismatch", str(uuid.uuid4()))
-    done = fresh.psql("single", "app_mismatch@demo-single", fresh.token(app), "SELECT 1")
-    assert_refused(done, password_failed("app_mismatch@demo-single"))
+    done = fresh.psql("single", "app_mismatch@mydemoserver", fresh.token(app), "SELECT 1")
+    assert_refused(done, password_failed("app_mismatch@mydemoserver"))
 
 
-@pytest.mark.parametrize("user", ["app_short", "app_short@demo-flex", "@demo-single"])
+@pytest.mark.parametrize("user", ["app_short", "app_short@myflex", "@mydemoserver"])
 def test_single_user_must_name_the_server(fresh: Servers, user: str) -> None:
     app = new_identity("app-short")
     fresh.single_role("app_short", app.client_id)
@@ -417,18 +419,18 @@ WALKTHROUGH = (
 
 def test_walkthrough_sql_in_one_message(fresh: Servers) -> None:
     app = new_identity("myIdentity")
-    done = fresh.psql("single", "aadadmin@demo-single", fresh.token(), WALKTHROUGH.format(client_id=app.client_id))
+    done = fresh.psql("single", "aadadmin@mydemoserver", fresh.token(), WALKTHROUGH.format(client_id=app.client_id))
     assert done.returncode == 0, done.stderr
-    done = fresh.psql("single", "myuser@demo-single", fresh.token(app), "SELECT current_user")
+    done = fresh.psql("single", "myuser@mydemoserver", fresh.token(app), "SELECT current_user")
     assert (done.returncode, done.stdout.strip()) == (0, "myuser"), done.stderr
 
 
 def test_walkthrough_sql_statement_by_statement(fresh: Servers) -> None:
     app = new_identity("myIdentity")
     set_validation, create_role_sql = WALKTHROUGH.format(client_id=app.client_id).split("\n")
-    done = fresh.psql("single", "aadadmin@demo-single", fresh.token(), set_validation, create_role_sql)
+    done = fresh.psql("single", "aadadmin@mydemoserver", fresh.token(), set_validation, create_role_sql)
     assert done.returncode == 0, done.stderr
-    assert fresh.psql("single", "myuser@demo-single", fresh.token(app), "SELECT 1").returncode == 0
+    assert fresh.psql("single", "myuser@mydemoserver", fresh.token(app), "SELECT 1").returncode == 0
 
 
 def test_walkthrough_setting_through_the_extended_protocol(fresh: Servers) -> None:
@@ -440,7 +442,7 @@ def test_walkthrough_setting_through_the_extended_protocol(fresh: Servers) -> No
 def test_single_keeps_client_ids_as_scram_verifiers_the_admin_cannot_read(fresh: Servers) -> None:
     app = new_identity("app-stored")
     fresh.single_role("app_stored", app.client_id)
-    done = fresh.psql("single", "aadadmin@demo-single", fresh.token(), "SELECT rolpassword FROM pg_authid")
+    done = fresh.psql("single", "aadadmin@mydemoserver", fresh.token(), "SELECT rolpassword FROM pg_authid")
     assert done.returncode != 0  # the admin is not a superuser
     with fresh.admin("single") as conn:
         assert conn.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)

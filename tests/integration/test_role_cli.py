@@ -147,9 +147,10 @@ def role_names(snapshot: dict[str, Any]) -> set[str]:
 
 
 @pytest.fixture
-def world(fresh_emulator: Any, emulator_environ: dict[str, str]) -> Any:
-    """The seed world, with the emulator's variables in this process for tokens and admin reads."""
-    return fresh_emulator
+def world(versioned_emulator: Any) -> Any:
+    """The seed world on each PostgreSQL version (Flexible Server cases; Single Server's on the oldest),
+    with the emulator's variables in this process for tokens and admin reads."""
+    return versioned_emulator
 
 
 # --- create, log in, re-run -------------------------------------------------------------------------

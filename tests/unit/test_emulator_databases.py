@@ -45,12 +45,12 @@ def test_newest_postgresql_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_startup_message_round_trips() -> None:
-    packet = startup_message(PROTOCOL_3, {"user": "myuser@demo-single", "database": "postgres", "options": "-c a=b"})
+    packet = startup_message(PROTOCOL_3, {"user": "myuser@mydemoserver", "database": "postgres", "options": "-c a=b"})
     (length,) = struct.unpack("!I", packet[:4])
     assert length == len(packet)
     assert parse_startup(packet[4:]) == (
         PROTOCOL_3,
-        {"user": "myuser@demo-single", "database": "postgres", "options": "-c a=b"},
+        {"user": "myuser@mydemoserver", "database": "postgres", "options": "-c a=b"},
     )
 
 
