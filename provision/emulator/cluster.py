@@ -39,10 +39,7 @@ SOCKET_NAME = ".s.PGSQL.5432"
 # sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _READY_TIMEOUT = 30.0
-_INSTALL_HINT = (
-    "`make postgres` installs 16, 17 and 18 into the project cache; `apt-get install postgresql` gives the"
-    f" machine's own; {SEARCH_PATH_VARIABLE} adds directories of <major>/bin/postgres."
-)
+_INSTALL_HINT = "`make postgres` installs 16, 17 and 18, `apt-get install postgresql` the machine's own"
 
 _INITDB_OPTIONS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
 _SERVER_SETTINGS = {
@@ -98,9 +95,14 @@ def find_installation(major: int | None = None) -> Installation:
         return found[max(found)]
     if major is not None and major in found:
         return found[major]
+    if major is None:
+        raise EmulatorError(
+            f"no PostgreSQL server programs were found for the local database servers: {_INSTALL_HINT}."
+        )
     have = f"installed: {', '.join(map(str, found))}" if found else "none is installed"
-    wanted = f"PostgreSQL {major} is" if major is not None else "no PostgreSQL server programs are"
-    raise EmulatorError(f"{wanted} not installed for the local database servers ({have}).", hint=_INSTALL_HINT)
+    raise EmulatorError(
+        f"PostgreSQL {major} is not installed for the local database servers ({have}): {_INSTALL_HINT}."
+    )
 
 
 class Clusters:
@@ -256,6 +258,6 @@ def _server_owner() -> tuple[int, int] | None:
         entry = pwd.getpwnam(SERVER_USER)
     except KeyError:
         raise EmulatorError(
-            f"running as root, but there is no {SERVER_USER!r} user to run PostgreSQL as.", hint=_INSTALL_HINT
+            f"running as root, but there is no {SERVER_USER!r} user to run PostgreSQL as.", hint=_INSTALL_HINT + "."
         ) from None
     return entry.pw_uid, entry.pw_gid

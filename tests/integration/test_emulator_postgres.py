@@ -439,6 +439,19 @@ def test_walkthrough_setting_through_the_extended_protocol(fresh: Servers) -> No
         conn.execute("SELECT %s::text", ["SET aad_validate_oids_in_tenant = off"])
 
 
+def test_single_shows_its_oid_validation_setting_on_until_turned_off(fresh: Servers) -> None:
+    show = "SHOW aad_validate_oids_in_tenant"
+    done = fresh.psql(
+        "single", "aadadmin@mydemoserver", fresh.token(), show, "SET aad_validate_oids_in_tenant = off", show
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["on", "SET", "off"]
+    with fresh.admin("single") as conn:  # the extended protocol, and the column named as SHOW names it
+        cursor = conn.execute(show)
+        assert cursor.fetchone() == ("on",)
+        assert cursor.description is not None and cursor.description[0].name == "aad_validate_oids_in_tenant"
+
+
 def test_single_keeps_client_ids_as_scram_verifiers_the_admin_cannot_read(fresh: Servers) -> None:
     app = new_identity("app-stored")
     fresh.single_role("app_stored", app.client_id)
@@ -471,6 +484,48 @@ def test_flexible_refuses_single_servers_setting(servers: Servers) -> None:
     done = servers.psql("flexible", "aadadmin", servers.token(), "SET aad_validate_oids_in_tenant = off")
     assert done.returncode == 1
     assert 'unrecognized configuration parameter "aad_validate_oids_in_tenant"' in done.stderr
+
+
+# -- Azure's host names ---------------------------------------------------------------------------
+
+
+def psql_by_name(servers: Servers, host_name: str, port: str, user: str, sql: str) -> subprocess.CompletedProcess[str]:
+    """psql as the walkthrough runs it, `-h NAME.postgres.database.azure.com`, reaching loopback through
+    PGHOSTADDR and verifying the name (verify-full)."""
+    env = {**servers.psql_env(servers.token()), "PGHOSTADDR": servers.env["PROVISION_SINGLE_HOST"], "PGPORT": port}
+    argv = [PSQL, "-X", "-At", "-h", host_name, "-U", user, "-d", "postgres", "-c", sql]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("port_of", ["single", "flexible"])
+@pytest.mark.parametrize("flavor", ["single", "flexible"])
+def test_the_azure_host_name_picks_the_server_on_either_port(servers: Servers, flavor: str, port_of: str) -> None:
+    prefix = "PROVISION_SINGLE" if flavor == "single" else "PROVISION_FLEX"
+    assert (
+        servers.env[f"{prefix}_NAME"]
+        == f"{seed.SINGLE_SERVER if flavor == 'single' else seed.FLEXIBLE_SERVER}.postgres.database.azure.com"
+    )
+    done = psql_by_name(
+        servers, servers.env[f"{prefix}_NAME"], servers.port(port_of), servers.env[f"{prefix}_ADMIN"], FLAVOR_MARKERS
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("f|t" if flavor == "single" else "t|f")
+
+
+def test_a_name_the_emulator_does_not_serve_fails_verification(servers: Servers) -> None:
+    done = psql_by_name(
+        servers, "otherserver.postgres.database.azure.com", servers.port("single"), "aadadmin@otherserver", "SELECT 1"
+    )
+    assert done.returncode == 2
+    assert 'does not match host name "otherserver.postgres.database.azure.com"' in done.stderr
+
+
+def test_the_exports_reach_both_servers_by_name(servers: Servers) -> None:
+    env = servers.env
+    assert (env["PGHOSTADDR"], env["PGPORT"]) == (env["PROVISION_SINGLE_HOST"], env["PROVISION_SINGLE_PORT"])
+    for prefix in ("PROVISION_SINGLE", "PROVISION_FLEX"):
+        done = psql_by_name(servers, env[f"{prefix}_NAME"], env["PGPORT"], env[f"{prefix}_ADMIN"], "SELECT 1")
+        assert (done.returncode, done.stdout.strip()) == (0, "1"), done.stderr
 
 
 # -- Flexible Server's pgaadauth functions --------------------------------------------------------
