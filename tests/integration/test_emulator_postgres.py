@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -642,3 +643,23 @@ def test_cluster_files_live_in_an_enterable_state_directory() -> None:
         assert not (state / "postgres").exists()
     finally:
         state.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the servers as another user")
+def test_an_installation_the_server_user_cannot_enter_is_run_from_a_copy(tmp_path: Path) -> None:
+    relocatable = [i for i in cluster.installations().values() if i.root.is_relative_to(cluster.PROJECT_CACHE)]
+    if not relocatable:
+        pytest.skip("no relocatable PostgreSQL in the project cache (`make postgres`)")
+    hidden = tmp_path / "home-of-root"  # pytest's tmp_path is 0700 under root, like /root
+    shutil.copytree(relocatable[0].root, hidden / "pg", symlinks=True)
+    state = Path(tempfile.mkdtemp(prefix="provision-test-"))
+    try:
+        state.chmod(0o755)
+        clusters = Clusters(("one",), state, cluster.Installation(relocatable[0].major, hidden / "pg"))
+        try:
+            clusters.start()
+            assert clusters.socket("one").is_socket()
+        finally:
+            clusters.close()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
