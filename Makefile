@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint bench demo clean
+.PHONY: help install postgres test lint bench demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,8 +18,11 @@ $(BIN)/provision: pyproject.toml
 
 install: $(BIN)/provision ## Create .venv and install provision with its test tools
 
-test: install ## Run the test suite (loopback-only network namespace when possible)
+postgres: ## PostgreSQL 16, 17 and 18 for the local Azure stack, into .cache/postgres (15: the machine's)
 	@scripts/require-postgres
+	@scripts/install-postgres
+
+test: install postgres ## Run the test suite on every installed PostgreSQL (loopback-only network namespace when possible)
 	@scripts/isolated $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy
@@ -36,4 +39,4 @@ demo: install ## The whole walkthrough against the local Azure stack
 	@scripts/isolated scripts/demo
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache build *.egg-info

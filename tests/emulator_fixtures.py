@@ -6,6 +6,10 @@
         assert [r["method"] for r in fresh_emulator.requests(since=mark, service="arm")] == ["GET"]
 
 Tests that change the world use `fresh_emulator` (or call `emulator.reset()` first).
+
+Suites that must hold on every PostgreSQL major take `postgres_version` (or `versioned_emulator`):
+they run once per version named by `--postgres-versions=15,16` (default: every installed one), each
+version's emulator started once per session. `emulator` itself runs the oldest of them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from typing import Any
 
 import pytest
 
+from provision.emulator import cluster
+
 # VM and scale set updates stay InProgress this long, so tests see real polling but stay quick.
 OPERATION_SECONDS = 0.5
 READY_TIMEOUT = 60.0
@@ -42,12 +48,13 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 class EmulatorProcess:
     """A running local Azure stack and the handles tests use to drive and observe it."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, postgres_version: int) -> None:
         self.directory = directory
+        self.postgres_version = postgres_version
         self._stderr = (directory / "emulator.stderr").open("w")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "provision", "emulator", "start", "--dir", str(directory)]
-            + ["--operation-seconds", str(OPERATION_SECONDS)],
+            + ["--operation-seconds", str(OPERATION_SECONDS), "--postgres-version", str(postgres_version)],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,
@@ -211,15 +218,83 @@ def _state_directory() -> Path:
     return directory
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--postgres-versions",
+        default="",
+        help="comma-separated PostgreSQL majors the per-version suites run on (default: every installed one)",
+    )
+
+
+def selected_versions(config: pytest.Config) -> list[int]:
+    """The majors named by --postgres-versions, or every installed one; a named one that is missing fails."""
+    installed = cluster.installations()
+    named = [int(part) for part in str(config.getoption("--postgres-versions")).split(",") if part.strip()]
+    if not named:
+        return sorted(installed)
+    missing = [major for major in named if major not in installed]
+    if missing:
+        raise pytest.UsageError(f"--postgres-versions: PostgreSQL {missing} not installed (`make postgres`)")
+    return sorted(named)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "postgres_version" in metafunc.fixturenames:
+        versions = selected_versions(metafunc.config)
+        metafunc.parametrize("postgres_version", versions, ids=[f"pg{v}" for v in versions], scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Per-version suites run Flexible Server cases on every version and the rest on the oldest only:
+    Azure's Single Server never offered PostgreSQL 12 or later."""
+    versions = selected_versions(config) if any(_param(item, "postgres_version") for item in items) else []
+    keep, deselected = [], []
+    for item in items:
+        version = _param(item, "postgres_version")
+        if version is None or version == versions[0] or _param(item, "flavor") == "flexible":
+            keep.append(item)
+        else:
+            deselected.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = keep
+
+
+def _param(item: pytest.Item, name: str) -> Any:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get(name) if callspec else None
+
+
+class Emulators:
+    """One emulator per PostgreSQL major, started on first use and stopped at the end of the session."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, tuple[EmulatorProcess, Path]] = {}
+
+    def get(self, postgres_version: int) -> EmulatorProcess:
+        if postgres_version not in self._running:
+            directory = _state_directory()
+            self._running[postgres_version] = (EmulatorProcess(directory, postgres_version), directory)
+        return self._running[postgres_version][0]
+
+    def stop(self) -> None:
+        for running, directory in self._running.values():
+            running.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def emulator() -> Iterator[EmulatorProcess]:
-    directory = _state_directory()
-    running = EmulatorProcess(directory)
+def emulators() -> Iterator[Emulators]:
+    started = Emulators()
     try:
-        yield running
+        yield started
     finally:
-        running.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator(emulators: Emulators, pytestconfig: pytest.Config) -> EmulatorProcess:
+    return emulators.get(selected_versions(pytestconfig)[0])
 
 
 @pytest.fixture
@@ -230,9 +305,26 @@ def fresh_emulator(emulator: EmulatorProcess) -> Iterator[EmulatorProcess]:
     emulator.clear_faults()
 
 
-@pytest.fixture
-def emulator_environ(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The emulator's variables in os.environ, for SDK clients and library code run inside the test process."""
+def _export(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name, value in emulator.env.items():
         monkeypatch.setenv(name, value)
     return emulator.env
+
+
+@pytest.fixture
+def emulator_environ(emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The emulator's variables in os.environ, for SDK clients and library code run inside the test process."""
+    return _export(emulator, monkeypatch)
+
+
+@pytest.fixture
+def versioned_emulator(
+    emulators: Emulators, postgres_version: int, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EmulatorProcess]:
+    """The emulator running PostgreSQL `postgres_version`, reset to the seed world, its variables in
+    os.environ; faults are cleared again afterwards."""
+    running = emulators.get(postgres_version)
+    running.reset()
+    _export(running, monkeypatch)
+    yield running
+    running.clear_faults()

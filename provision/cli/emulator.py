@@ -2,6 +2,8 @@
 
 import click
 
+from provision.emulator import seed
+
 
 @click.group()
 def emulator() -> None:
@@ -37,7 +39,33 @@ def emulator() -> None:
     show_default=True,
     help="Loopback address to listen on: 127.0.0.1 or ::1. Any other address is refused.",
 )
-def start(directory: str | None, port_base: int, operation_seconds: float, host: str) -> None:
+@click.option(
+    "--postgres-version",
+    type=click.Choice(["15", "16", "17", "18"]),
+    help="PostgreSQL major version of both database servers. Default: the newest installed"
+    " (`make postgres` installs 16, 17 and 18).",
+)
+@click.option(
+    "--single-name",
+    default=seed.SINGLE_SERVER,
+    show_default=True,
+    help="Single Server name: host NAME.postgres.database.azure.com, logins user@NAME.",
+)
+@click.option(
+    "--flexible-name",
+    default=seed.FLEXIBLE_SERVER,
+    show_default=True,
+    help="Flexible Server name: host NAME.postgres.database.azure.com.",
+)
+def start(
+    directory: str | None,
+    port_base: int,
+    operation_seconds: float,
+    host: str,
+    postgres_version: str | None,
+    single_name: str,
+    flexible_name: str,
+) -> None:
     """Run the local Azure stack in the foreground until SIGTERM or Ctrl-C.
 
     It prints `export NAME=value` lines for every variable a client needs, writes the same to
@@ -51,13 +79,25 @@ def start(directory: str | None, port_base: int, operation_seconds: float, host:
     a system-assigned identity (the operator, whose tokens IMDS hands out by default) and the
     user-assigned identity existingIdentity, and scale set myScaleSet (Manual upgrade policy).
     Tests drive it through https://.../_emulator/ (reset, faults, settings, requests).
+
+    The database servers answer to their Azure host names too: with the exported PGHOSTADDR and PGPORT,
+    `psql -h mydemoserver.postgres.database.azure.com --user myuser@mydemoserver postgres` connects to
+    loopback and verifies that name.
     """
     from pathlib import Path
 
     from provision.emulator import stack
+    from provision.emulator.databases import ServerNames
 
     with stack.stop_signals() as stopped:
-        running = stack.start(Path(directory) if directory else None, port_base, operation_seconds, host)
+        running = stack.start(
+            Path(directory) if directory else None,
+            port_base,
+            operation_seconds,
+            host,
+            int(postgres_version) if postgres_version else None,
+            ServerNames(single_name, flexible_name),
+        )
         try:
             for line in running.export_lines():
                 click.echo(line)

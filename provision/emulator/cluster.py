@@ -1,35 +1,45 @@
-"""Throwaway PostgreSQL clusters from the machine's PostgreSQL, one per emulated database server.
+"""Throwaway PostgreSQL clusters, one per emulated database server, from an installed PostgreSQL.
 
 They listen on a Unix socket only (no TCP), with `trust` for local connections: the socket
 directory is open to nobody but the server's own user (and root), and the gateway in front of
 them is the only way in from the network. PostgreSQL refuses to run as root, so as root every
 server program runs as the `postgres` user, in a directory that user can enter. The clusters are
 removed on close.
+
+Installations are found in directories that hold one subdirectory per major version
+(`<dir>/<major>/bin/postgres`), searched in this order, the first holding a major winning:
+the directories in PROVISION_POSTGRES_DIRS (separated by `:`), the project's cache
+`.cache/postgres` (filled by `make postgres` from the npm registry's relocatable builds, whose
+shared libraries are in `<major>/lib`), then the machine's `/usr/lib/postgresql` (Debian's packages).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
-import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from provision.errors import EmulatorError
 
-DEBIAN_VERSIONS = Path("/usr/lib/postgresql")  # one directory per installed major version
+SEARCH_PATH_VARIABLE = "PROVISION_POSTGRES_DIRS"
+PROJECT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "postgres"
+DEBIAN_VERSIONS = Path("/usr/lib/postgresql")
+# The majors Azure Database for PostgreSQL Flexible Server offers that the emulator is tested on.
+SUPPORTED_MAJORS = (15, 16, 17, 18)
 SERVER_USER = "postgres"
 SUPERUSER = "postgres"
 SOCKET_NAME = ".s.PGSQL.5432"
 # sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
 _MAX_SOCKET_PATH = 107
 _READY_TIMEOUT = 30.0
-_INSTALL_HINT = "Install the Debian package `postgresql` (apt-get install postgresql) for the local database servers."
+_INSTALL_HINT = "`make postgres` installs 16, 17 and 18, `apt-get install postgresql` the machine's own"
 
 _INITDB_OPTIONS = ("-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
 _SERVER_SETTINGS = {
@@ -46,24 +56,53 @@ _SERVER_SETTINGS = {
 }
 
 
-def find_bindir() -> Path:
-    """The directory of the newest installed PostgreSQL server programs (initdb, postgres)."""
-    versions = sorted(
-        DEBIAN_VERSIONS.glob("*/bin"),
-        key=lambda path: [int(part) for part in re.findall(r"\d+", path.parent.name)],
+@dataclass(frozen=True)
+class Installation:
+    """One major version's server programs: `root`/bin, and `root`/lib for relocatable builds."""
+
+    major: int
+    root: Path
+
+    @property
+    def bindir(self) -> Path:
+        return self.root / "bin"
+
+    def environment(self) -> dict[str, str]:
+        """The server programs' environment: relocatable builds find their shared libraries in lib/."""
+        return {**os.environ, "LD_LIBRARY_PATH": str(self.root / "lib")}
+
+
+def search_roots() -> list[Path]:
+    listed = [Path(entry) for entry in os.environ.get(SEARCH_PATH_VARIABLE, "").split(os.pathsep) if entry]
+    return [*listed, PROJECT_CACHE, DEBIAN_VERSIONS]
+
+
+def installations() -> dict[int, Installation]:
+    """The supported majors found along the search order, the first directory holding one winning."""
+    found: dict[int, Installation] = {}
+    for root in search_roots():
+        for major in SUPPORTED_MAJORS:
+            bindir = root / str(major) / "bin"
+            if major not in found and (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
+                found[major] = Installation(major, root / str(major))
+    return dict(sorted(found.items()))
+
+
+def find_installation(major: int | None = None) -> Installation:
+    """PostgreSQL `major`, or the newest installed; EmulatorError saying how to install it."""
+    found = installations()
+    if major is None and found:
+        return found[max(found)]
+    if major is not None and major in found:
+        return found[major]
+    if major is None:
+        raise EmulatorError(
+            f"no PostgreSQL server programs were found for the local database servers: {_INSTALL_HINT}."
+        )
+    have = f"installed: {', '.join(map(str, found))}" if found else "none is installed"
+    raise EmulatorError(
+        f"PostgreSQL {major} is not installed for the local database servers ({have}): {_INSTALL_HINT}."
     )
-    candidates = list(reversed(versions))
-    if shutil.which("pg_config"):
-        reported = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
-        if reported.returncode == 0:
-            candidates.append(Path(reported.stdout.strip()))
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    for bindir in candidates:
-        if (bindir / "initdb").is_file() and (bindir / "postgres").is_file():
-            return bindir
-    raise EmulatorError("no PostgreSQL server programs (initdb, postgres) were found.", hint=_INSTALL_HINT)
 
 
 class Clusters:
@@ -71,13 +110,15 @@ class Clusters:
 
     `start()` runs them; `close()` stops them and removes their files."""
 
-    def __init__(self, names: Sequence[str], base: Path) -> None:
-        self._bindir = find_bindir()
+    def __init__(self, names: Sequence[str], base: Path, installation: Installation | None = None) -> None:
+        self.installation = installation or find_installation()
         self._owner = _server_owner()
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self.names = tuple(names)
         self.directory = self._make_directory(base, max(names, key=len))
         try:
+            usable = self._usable_installation()
+            self._bindir, self._environment = usable.bindir, usable.environment()
             for name in names:
                 self._make_owned(self.directory / name)
             # Side by side: as fast as one initdb and a copy on two cores, faster under load (the
@@ -85,7 +126,10 @@ class Clusters:
             initdb = [*self._as_server_user(), str(self._bindir / "initdb"), *_INITDB_OPTIONS]
             runs = [
                 subprocess.Popen(
-                    [*initdb, "-D", str(self.data(name))], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                    [*initdb, "-D", str(self.data(name))],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=self._environment,
                 )
                 for name in names
             ]
@@ -125,6 +169,7 @@ class Clusters:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    env=self._environment,
                     start_new_session=True,  # Ctrl-C in the emulator's terminal is for the emulator
                 )
         deadline = time.monotonic() + _READY_TIMEOUT
@@ -185,6 +230,15 @@ class Clusters:
         probe = subprocess.run([*self._as_server_user(), "test", "-x", str(path)], check=False)
         return probe.returncode == 0
 
+    def _usable_installation(self) -> Installation:
+        """The installation, or a copy of it in the clusters' directory when the server user cannot run
+        its programs where they are (a project cache in a home directory that only root may enter)."""
+        if self._can_enter(self.installation.bindir / "postgres"):
+            return self.installation
+        copy = Installation(self.installation.major, self.directory / "programs")
+        shutil.copytree(self.installation.root, copy.root, symlinks=True)
+        return copy
+
     def _make_owned(self, path: Path) -> None:
         path.mkdir(mode=0o700)
         self.share_with_server(path)
@@ -204,6 +258,6 @@ def _server_owner() -> tuple[int, int] | None:
         entry = pwd.getpwnam(SERVER_USER)
     except KeyError:
         raise EmulatorError(
-            f"running as root, but there is no {SERVER_USER!r} user to run PostgreSQL as.", hint=_INSTALL_HINT
+            f"running as root, but there is no {SERVER_USER!r} user to run PostgreSQL as.", hint=_INSTALL_HINT + "."
         ) from None
     return entry.pw_uid, entry.pw_gid

@@ -1,8 +1,9 @@
 """Azure Database for PostgreSQL, emulated: a Single Server and a Flexible Server.
 
-Each is its own throwaway cluster (roles are cluster-wide, so they cannot leak between the two)
-behind its own gateway port. Everything runs on one event loop in a background thread, which also
-parents the PostgreSQL servers so that they die with it.
+Each is its own throwaway cluster (roles are cluster-wide, so they cannot leak between the two),
+named NAME.postgres.database.azure.com in its certificate. Both gateway ports serve both servers,
+picked by that name (TLS SNI), each port defaulting to its own server. Everything runs on one
+event loop in a background thread, which also parents the PostgreSQL servers so that they die with it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ from pathlib import Path
 from typing import Protocol
 
 from provision.emulator import seed
-from provision.emulator.cluster import SUPERUSER, Clusters
-from provision.emulator.gateway import BackendError, ClusterClient, Flavor, FlexibleServer, Gateway, SingleServer
+from provision.emulator.cluster import SUPERUSER, Clusters, Installation
+from provision.emulator.gateway import (
+    BackendError,
+    ClusterClient,
+    Flavor,
+    FlexibleServer,
+    Gateway,
+    Route,
+    SingleServer,
+)
 from provision.emulator.keys import Authority
 from provision.errors import EmulatorError
 
@@ -47,12 +56,11 @@ class World(Protocol):
 
 @dataclass
 class _Server:
-    """One emulated server on the loop: its cluster connection, gateway, and what its seed holds."""
+    """One emulated server on the loop: its cluster connection and what its seed holds."""
 
     name: str
     socket: Path
     admin: ClusterClient
-    gateway: Gateway
     seed_roles: str = "{}"  # oid[] literals
     seed_databases: str = "{}"
 
@@ -92,11 +100,25 @@ class _Server:
         await self.admin.script(f"DROP ROLE {doomed}")
 
 
+@dataclass(frozen=True)
+class ServerNames:
+    """The emulated servers' names, as `az postgres ... create --name` would give them."""
+
+    single: str = seed.SINGLE_SERVER
+    flexible: str = seed.FLEXIBLE_SERVER
+
+    def of(self, flavor: str) -> str:
+        return self.single if flavor == SINGLE else self.flexible
+
+
+DEFAULT_NAMES = ServerNames()
+
+
 class Databases:
     """The two emulated servers, served from a background thread until `close()`."""
 
-    def __init__(self, host: str, ports: dict[str, int], ca_path: Path) -> None:
-        self.host, self.ports, self._ca_path = host, ports, ca_path
+    def __init__(self, host: str, ports: dict[str, int], ca_path: Path, names: ServerNames) -> None:
+        self.host, self.ports, self._ca_path, self.names = host, ports, ca_path, names
         self._lock = threading.Lock()
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,13 +127,20 @@ class Databases:
         self._thread: threading.Thread | None = None
 
     def exports(self) -> dict[str, str]:
+        """Where the servers are. PGHOSTADDR and PGPORT let libpq clients use the servers' Azure host
+        names (PROVISION_*_NAME) unchanged: the connection goes to loopback, the certificate is checked
+        against the name, and the name picks the server."""
         return {
             "PROVISION_SINGLE_HOST": self.host,
             "PROVISION_SINGLE_PORT": str(self.ports[SINGLE]),
-            "PROVISION_SINGLE_ADMIN": f"{seed.DATABASE_ADMIN}@{seed.SINGLE_SERVER}",
+            "PROVISION_SINGLE_NAME": seed.host_name(self.names.single),
+            "PROVISION_SINGLE_ADMIN": f"{seed.DATABASE_ADMIN}@{self.names.single}",
             "PROVISION_FLEX_HOST": self.host,
             "PROVISION_FLEX_PORT": str(self.ports[FLEXIBLE]),
+            "PROVISION_FLEX_NAME": seed.host_name(self.names.flexible),
             "PROVISION_FLEX_ADMIN": seed.DATABASE_ADMIN,
+            "PGHOSTADDR": self.host,
+            "PGPORT": str(self.ports[SINGLE]),
             "PGSSLROOTCERT": str(self._ca_path),
         }
 
@@ -150,19 +179,28 @@ class Databases:
 
 
 def start(
-    state_dir: Path, authority: Authority, world: World, host: str, single_port: int, flexible_port: int
+    state_dir: Path,
+    authority: Authority,
+    world: World,
+    host: str,
+    single_port: int,
+    flexible_port: int,
+    installation: Installation,
+    names: ServerNames,
 ) -> Databases:
-    """Start Single Server `demo-single` and Flexible Server `demo-flex` on `host` (port 0: a free port).
+    """Start the Single Server and the Flexible Server called `names` on `host` (port 0: a free port),
+    both running `installation`'s PostgreSQL.
 
     Returns once both accept logins; their files live under `state_dir` when the server user can
     enter it, else in a temporary directory, and are removed by `close()`."""
     seed.loopback(host)
     listeners = {SINGLE: _listen(host, single_port), FLEXIBLE: _listen(host, flexible_port)}
-    databases = Databases(host, {name: sock.getsockname()[1] for name, sock in listeners.items()}, authority.ca_path)
+    ports = {name: sock.getsockname()[1] for name, sock in listeners.items()}
+    databases = Databases(host, ports, authority.ca_path, names)
     ready: concurrent.futures.Future[None] = concurrent.futures.Future()
     thread = threading.Thread(
         target=_run,
-        args=(databases, ready, state_dir, authority, world, listeners),
+        args=(databases, ready, state_dir, authority, world, listeners, installation),
         name="provision-databases",
         daemon=True,
     )
@@ -196,12 +234,13 @@ def _run(
     authority: Authority,
     world: World,
     listeners: dict[str, socket.socket],
+    installation: Installation,
 ) -> None:
     """The thread: bring the clusters up, serve until closed, tear down."""
     loop = asyncio.new_event_loop()
     clusters: Clusters | None = None
     try:
-        clusters = Clusters((SINGLE, FLEXIBLE), state_dir)
+        clusters = Clusters((SINGLE, FLEXIBLE), state_dir, installation)
         clusters.start()  # from this thread: the servers die with it
         loop.run_until_complete(_serve(databases, ready, clusters, authority, world, listeners))
     except BaseException as error:
@@ -225,18 +264,19 @@ async def _serve(
     world: World,
     listeners: dict[str, socket.socket],
 ) -> None:
-    tls = authority.server_context("postgres")
+    names = databases.names
     admins = {name: await ClusterClient.connect(clusters.socket(name), SUPERUSER) for name in (SINGLE, FLEXIBLE)}
     flavors: dict[str, Flavor] = {
-        SINGLE: SingleServer(seed.SINGLE_SERVER, seed.DATABASE_ADMIN, seed.OPERATOR_PRINCIPAL_ID, admins[SINGLE]),
-        FLEXIBLE: FlexibleServer(seed.FLEXIBLE_SERVER, admins[FLEXIBLE]),
+        SINGLE: SingleServer(names.single, seed.DATABASE_ADMIN, seed.OPERATOR_PRINCIPAL_ID, admins[SINGLE]),
+        FLEXIBLE: FlexibleServer(names.flexible, admins[FLEXIBLE]),
     }
-    servers = [
-        _Server(
-            name, clusters.socket(name), admins[name], Gateway(flavors[name], authority, tls, clusters.socket(name))
-        )
-        for name in (SINGLE, FLEXIBLE)
-    ]
+    routes = {}
+    for name in (SINGLE, FLEXIBLE):
+        host_name = seed.host_name(names.of(name))
+        tls = authority.server_context(f"postgres-{names.of(name)}", host_name)
+        routes[name] = Route(host_name, flavors[name], tls, clusters.socket(name))
+    gateway = Gateway(list(routes.values()), authority)
+    servers = [_Server(name, clusters.socket(name), admins[name]) for name in (SINGLE, FLEXIBLE)]
     directory_socket = clusters.socket_dir(FLEXIBLE) / DIRECTORY_SOCKET
     directory = await asyncio.start_unix_server(_directory_answerer(world), str(directory_socket))
     clusters.share_with_server(directory_socket)
@@ -250,7 +290,7 @@ async def _serve(
                 await server.remember_seed()
         except BackendError as error:
             raise EmulatorError(f"setting up the emulated database servers failed: {error}") from error
-        tasks += [asyncio.create_task(server.gateway.serve(listeners[server.name])) for server in servers]
+        tasks += [asyncio.create_task(gateway.serve(listeners[name], routes[name])) for name in (SINGLE, FLEXIBLE)]
         loop, stopped = asyncio.get_running_loop(), asyncio.Event()
         if databases._serving(loop, servers, lambda: loop.call_soon_threadsafe(stopped.set)):
             ready.set_result(None)

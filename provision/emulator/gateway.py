@@ -6,6 +6,11 @@ StartupMessage, and an access token sent as a cleartext password. The gateway ch
 session on the cluster's Unix socket as that role (`trust` there), replays the startup and relays
 bytes both ways. Only Single Server looks into client messages, to accept a setting that vanilla
 PostgreSQL does not know. Tokens and passwords are never logged.
+
+Every listening port serves both servers: the name the client asks for in TLS (SNI, which libpq
+sends for a host name, also beside `hostaddr`) picks the server and its certificate; a client that
+sends no known name gets the port's own server. So `psql -h mydemoserver.postgres.database.azure.com`
+with PGHOSTADDR=127.0.0.1 reaches the emulated Single Server and verifies its name.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import re
 import socket
 import ssl
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,16 +123,26 @@ _AAD_SETTING = re.compile(
     rb"(^|;)(\s*(?:SET\s+(?:SESSION\s+|LOCAL\s+)?|RESET\s+))aad_validate_oids_in_tenant\b", re.IGNORECASE
 )
 AAD_SETTING_STANDIN = b"azure.aad_validate_oids_in_tenant"
+# `SHOW aad_validate_oids_in_tenant` reads the stand-in under the setting's own name, one row and column
+# as SHOW answers; its value is on until a session turns it off (single.sql: the walkthrough's
+# "SET aad_validate_oids_in_tenant = off" before CREATE ROLE exists because validation is on).
+_SHOW_AAD_SETTING = re.compile(rb"(^|;)(\s*)SHOW\s+aad_validate_oids_in_tenant\b", re.IGNORECASE)
+_SHOW_STANDIN = b"SELECT pg_catalog.current_setting('" + AAD_SETTING_STANDIN + b"') AS aad_validate_oids_in_tenant"
+
+
+def _rename_aad_setting(query: bytes) -> bytes:
+    query = _SHOW_AAD_SETTING.sub(rb"\1\2" + _SHOW_STANDIN, query)
+    return _AAD_SETTING.sub(rb"\1\2" + AAD_SETTING_STANDIN, query)
 
 
 def rewrite_aad_setting(kind: bytes, body: bytes) -> bytes:
     """A Query or Parse message body with Single Server's own setting renamed to a custom one vanilla
     PostgreSQL accepts; every other message unchanged."""
     if kind == b"Q":
-        return _AAD_SETTING.sub(rb"\1\2" + AAD_SETTING_STANDIN, body)
+        return _rename_aad_setting(body)
     if kind == b"P":
         name, query, rest = body.split(b"\0", 2)
-        return name + b"\0" + _AAD_SETTING.sub(rb"\1\2" + AAD_SETTING_STANDIN, query) + b"\0" + rest
+        return name + b"\0" + _rename_aad_setting(query) + b"\0" + rest
     return body
 
 
@@ -291,21 +307,41 @@ def _same_id(left: object, right: str) -> bool:
 # -- the gateway --------------------------------------------------------------------------------
 
 
-class Gateway:
-    """Accepts clients on a listening socket and serves each login, then relays to the cluster."""
+@dataclass(frozen=True)
+class Route:
+    """One emulated server behind the gateway: who it is, its certificate, and its cluster's socket."""
 
-    def __init__(self, flavor: Flavor, authority: Authority, tls: ssl.SSLContext, backend_socket: Path) -> None:
-        self._flavor, self._authority, self._tls, self._backend_socket = flavor, authority, tls, backend_socket
+    host_name: str
+    flavor: Flavor
+    tls: ssl.SSLContext
+    backend_socket: Path
+
+
+class Gateway:
+    """Accepts clients on listening sockets, sends each to the server its TLS server name asks for
+    (else the listener's own), serves the login, then relays to that server's cluster."""
+
+    def __init__(self, routes: Sequence[Route], authority: Authority) -> None:
+        self._routes, self._authority = tuple(routes), authority
+        self._by_name = {route.host_name.lower(): route for route in routes}
+        self._by_tls = {id(route.tls): route for route in routes}
+        for route in routes:
+            route.tls.sni_callback = self._pick_certificate
         self._sessions: set[asyncio.Task[None]] = set()
 
-    async def serve(self, listener: socket.socket) -> None:
+    def _pick_certificate(self, connection: Any, server_name: str | None, tls: ssl.SSLContext) -> None:
+        route = self._by_name.get((server_name or "").lower())
+        if route:
+            connection.context = route.tls  # the named server's certificate; read back after the handshake
+
+    async def serve(self, listener: socket.socket, default: Route) -> None:
         """Accept until cancelled; then end every session."""
         loop = asyncio.get_running_loop()
         listener.setblocking(False)
         try:
             while True:
                 connection, _ = await loop.sock_accept(listener)
-                task = asyncio.create_task(self._session(connection))
+                task = asyncio.create_task(self._session(connection, default))
                 self._sessions.add(task)
                 task.add_done_callback(self._sessions.discard)
         finally:
@@ -313,42 +349,48 @@ class Gateway:
                 task.cancel()
             await asyncio.gather(*self._sessions, return_exceptions=True)
 
-    async def _session(self, connection: socket.socket) -> None:
+    async def _session(self, connection: socket.socket, default: Route) -> None:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        route = default
         try:
             try:
-                client = await asyncio.wait_for(self._negotiate(connection), LOGIN_TIMEOUT)
+                client = await asyncio.wait_for(self._negotiate(connection, default), LOGIN_TIMEOUT)
                 if client is None:
                     return
-                backend = await asyncio.wait_for(self._login(*client), LOGIN_TIMEOUT)
+                route = self._by_tls[id(client[1].get_extra_info("ssl_object").context)]
+                backend = await asyncio.wait_for(self._login(*client, route), LOGIN_TIMEOUT)
                 if backend is None:
                     return
             except Refused as refused:
-                log.info("%s: %s (%s)", self._flavor.server_name, refused.message, refused.reason)
+                log.info("%s: %s (%s)", route.flavor.server_name, refused.message, refused.reason)
                 if client:
                     client[1].write(error_response(refused.sqlstate, refused.message))
                     await client[1].drain()
                 return
-            await self._relay(*client, *backend)
+            await self._relay(*client, *backend, route.flavor)
         except (OSError, EOFError, ValueError, asyncio.TimeoutError, ssl.SSLError) as error:
-            log.debug("%s: session ended: %s", self._flavor.server_name, type(error).__name__)
+            log.debug("%s: session ended: %s", route.flavor.server_name, type(error).__name__)
         except BackendError as error:
-            log.warning("%s: the cluster failed a login check: %s", self._flavor.server_name, error)
+            log.warning("%s: the cluster failed a login check: %s", route.flavor.server_name, error)
         finally:
             if client:
                 _close(client[1])
             else:
                 connection.close()
 
-    async def _negotiate(self, connection: socket.socket) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _negotiate(
+        self, connection: socket.socket, default: Route
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """The pre-TLS part: answer SSLRequest (refusing GSS encryption and plain connections) and
         forward CancelRequest; then the TLS handshake. None when there is nothing more to serve."""
         loop = asyncio.get_running_loop()
         while True:
             length, code = struct.unpack("!II", await _receive(loop, connection, 8))
             if length == 16 and code == CANCEL_REQUEST:
-                await self._forward_cancel(await _receive(loop, connection, 8))
+                # Before TLS nothing names the server: the key only matches a session on its own cluster.
+                key = await _receive(loop, connection, 8)
+                await asyncio.gather(*(_forward_cancel(route.backend_socket, key) for route in self._routes))
                 return None
             if length == 8 and code == GSSENC_REQUEST:
                 await loop.sock_sendall(connection, b"N")
@@ -361,12 +403,12 @@ class Gateway:
         reader = asyncio.StreamReader(limit=_CHUNK)
         protocol = asyncio.StreamReaderProtocol(reader)
         transport, _ = await loop.connect_accepted_socket(
-            lambda: protocol, connection, ssl=self._tls, ssl_handshake_timeout=LOGIN_TIMEOUT
+            lambda: protocol, connection, ssl=default.tls, ssl_handshake_timeout=LOGIN_TIMEOUT
         )
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def _login(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, route: Route
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """StartupMessage, cleartext password (the token), checks; returns the backend session,
         started as the role, whose answers (AuthenticationOk onwards) the relay passes on.
@@ -376,7 +418,7 @@ class Gateway:
             raise ValueError("startup packet length")
         body = await reader.readexactly(length - 4)
         if length == 16 and body[:4] == struct.pack("!I", CANCEL_REQUEST):  # libpq 17+ cancels over TLS too
-            await self._forward_cancel(body[4:])
+            await _forward_cancel(route.backend_socket, body[4:])
             return None
         version, parameters = parse_startup(body)
         if version >> 16 != 3:
@@ -384,7 +426,8 @@ class Gateway:
         user = parameters.get("user", "")
         if not user:
             raise Refused("no PostgreSQL user name specified in startup packet", "no user name", "28000")
-        role = self._flavor.role_for(user)
+        flavor = route.flavor
+        role = flavor.role_for(user)
         writer.write(message(b"R", struct.pack("!I", 3)))  # AuthenticationCleartextPassword
         await writer.drain()
         kind, body = await read_message(reader, MAX_PASSWORD)
@@ -400,9 +443,9 @@ class Gateway:
             if rejected.reason == "wrong_audience":
                 raise Refused(WRONG_AUDIENCE, "token for another audience") from None
             raise password_failed(user, f"token rejected: {rejected.reason}") from None
-        await self._flavor.authorize(user, role, claims)
-        log.debug("%s: %s logged in (oid %s)", self._flavor.server_name, role, claims["oid"])
-        backend_reader, backend_writer = await asyncio.open_unix_connection(str(self._backend_socket))
+        await flavor.authorize(user, role, claims)
+        log.debug("%s: %s logged in (oid %s)", flavor.server_name, role, claims["oid"])
+        backend_reader, backend_writer = await asyncio.open_unix_connection(str(route.backend_socket))
         backend_writer.write(startup_message(version, {**parameters, "user": role}))
         return backend_reader, backend_writer
 
@@ -412,8 +455,9 @@ class Gateway:
         client_writer: asyncio.StreamWriter,
         backend_reader: asyncio.StreamReader,
         backend_writer: asyncio.StreamWriter,
+        flavor: Flavor,
     ) -> None:
-        rewrite = self._flavor.rewrite
+        rewrite = flavor.rewrite
         upstream = (
             _copy_messages(client_reader, backend_writer, rewrite) if rewrite else _copy(client_reader, backend_writer)
         )
@@ -426,12 +470,13 @@ class Gateway:
             await asyncio.gather(*directions, return_exceptions=True)
             _close(backend_writer)
 
-    async def _forward_cancel(self, key: bytes) -> None:
-        # The client learnt the backend's process id and key from the relayed BackendKeyData.
-        _, writer = await asyncio.open_unix_connection(str(self._backend_socket))
-        writer.write(struct.pack("!II", 16, CANCEL_REQUEST) + key)
-        await writer.drain()
-        _close(writer)
+
+async def _forward_cancel(backend_socket: Path, key: bytes) -> None:
+    # The client learnt the backend's process id and key from the relayed BackendKeyData.
+    _, writer = await asyncio.open_unix_connection(str(backend_socket))
+    writer.write(struct.pack("!II", 16, CANCEL_REQUEST) + key)
+    await writer.drain()
+    _close(writer)
 
 
 async def _receive(loop: asyncio.AbstractEventLoop, connection: socket.socket, size: int) -> bytes:

@@ -83,19 +83,22 @@ class Authority:
 
     # -- TLS -----------------------------------------------------------------------------------
 
-    def server_context(self, name: str) -> ssl.SSLContext:
-        """A server-side TLS context with a certificate for the loopback names, issued by the CA.
+    def server_context(self, name: str, host_name: str | None = None) -> ssl.SSLContext:
+        """A server-side TLS context with a certificate for `host_name` (if any) and the loopback names,
+        issued by the CA.
 
-        `name` picks the file names in the state directory (`<name>.pem`, `<name>-key.pem`)."""
+        `name` picks the file names in the state directory (`<name>.pem`, `<name>-key.pem`): a
+        certificate is reused only for the same name."""
         cert_path, key_path = self.directory / f"{name}.pem", self.directory / f"{name}-key.pem"
         if not (cert_path.exists() and key_path.exists()):
             key = _new_key()
             now = dt.datetime.now(dt.timezone.utc)
-            sans: list[x509.GeneralName] = [x509.DNSName("localhost")]
+            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in (host_name, "localhost") if n]
             sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
             cert = (
                 x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"provision emulator {name}")]))
+                # A CN holds at most 64 characters; clients check the names in subjectAltName.
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"provision emulator {name}"[:64])]))
                 .issuer_name(self.ca_cert.subject)
                 .public_key(key.public_key())
                 .serial_number(x509.random_serial_number())

@@ -4,6 +4,8 @@ Entra admin of the emulated database servers."""
 
 from __future__ import annotations
 
+import re
+
 from provision.errors import InvalidInput
 
 # Every emulated service listens on one of these, never on an address another machine could reach.
@@ -32,9 +34,29 @@ OPERATOR_PRINCIPAL_ID = "9e1b4d27-6c3f-4a85-b0d2-7f5e1c9a3b64"
 # A user-assigned identity that myVM already has before the walkthrough starts.
 EXISTING_IDENTITY_NAME = "existingIdentity"
 
-SINGLE_SERVER = "demo-single"
-FLEXIBLE_SERVER = "demo-flex"
+# The walkthrough's and the README's server names; `emulator start --single-name/--flexible-name` picks others.
+SINGLE_SERVER = "mydemoserver"
+FLEXIBLE_SERVER = "myflex"
 DATABASE_ADMIN = "aadadmin"
+# Azure's public cloud names a server NAME.postgres.database.azure.com (both flavors).
+SERVER_DOMAIN = "postgres.database.azure.com"
+# The REST API's serverName: 3-63 characters, letters and digits in hyphen-separated runs
+# (learn.microsoft.com/rest/api/postgresql/servers/create); DNS keeps it lowercase.
+_SERVER_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+def server_name(option: str, name: str) -> str:
+    if not (3 <= len(name) <= 63 and _SERVER_NAME.fullmatch(name)):
+        raise InvalidInput(
+            f"{option} {name!r}: a server name is 3-63 lowercase letters, digits and hyphens,"
+            " not starting or ending with a hyphen"
+        )
+    return name
+
+
+def host_name(server: str) -> str:
+    return f"{server}.{SERVER_DOMAIN}"
+
 
 ARM_AUDIENCE = "https://management.azure.com/"
 DATABASE_AUDIENCE = "https://ossrdbms-aad.database.windows.net"

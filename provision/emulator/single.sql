@@ -7,3 +7,6 @@ CREATE ROLE azure_ad_user NOLOGIN;
 CREATE ROLE azure_ad_admin NOLOGIN;
 CREATE ROLE aadadmin WITH LOGIN CREATEROLE CREATEDB IN ROLE azure_ad_admin;
 GRANT azure_ad_user TO aadadmin WITH ADMIN OPTION;
+-- Single Server validates Entra object ids until a session turns it off (the gateway maps the
+-- setting to this stand-in, which every session starts with).
+ALTER ROLE ALL SET azure.aad_validate_oids_in_tenant = on;

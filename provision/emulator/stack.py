@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.emulator import arm, databases, imds, seed
+from provision.emulator import arm, cluster, databases, imds, seed
 from provision.emulator.keys import Authority
 from provision.emulator.world import World
 from provision.errors import EmulatorError, InvalidInput
 
 DEFAULT_TOKEN_LIFETIME = 86399  # what real IMDS answers in expires_in
 LOCK_FILE = "emulator.lock"  # in DIR, held while a stack runs there; it holds that stack's pid
-# The addresses the server certificate names (keys.Authority.server_context).
 
 
 @dataclass
@@ -51,12 +50,25 @@ class Stack:
                 print(f"error while stopping: {error}", file=sys.stderr)
 
 
-def start(directory: Path | None, port_base: int, operation_seconds: float, host: str = "127.0.0.1") -> Stack:
+def start(
+    directory: Path | None,
+    port_base: int,
+    operation_seconds: float,
+    host: str = "127.0.0.1",
+    postgres_version: int | None = None,
+    names: databases.ServerNames = databases.DEFAULT_NAMES,
+) -> Stack:
     """Start every service and write DIR/env.sh. Without `directory`, a new temporary one is made and
-    removed again by `close()`. VM and scale set updates stay InProgress for `operation_seconds`."""
+    removed again by `close()`. VM and scale set updates stay InProgress for `operation_seconds`.
+    The database servers run PostgreSQL `postgres_version` (None: the newest installed)."""
     seed.loopback(host)
     if port_base and not 1 <= port_base <= 65532:
         raise InvalidInput(f"--port-base {port_base}: expected 0 (free ports) or 1-65532")
+    seed.server_name("--single-name", names.single)
+    seed.server_name("--flexible-name", names.flexible)
+    if names.single == names.flexible:
+        raise InvalidInput(f"--single-name and --flexible-name are both {names.single!r}: each server needs its own")
+    installation = cluster.find_installation(postgres_version)
     stack = Stack(Path(), {}, World(operation_seconds, DEFAULT_TOKEN_LIFETIME))
     if directory is None:
         created = Path(tempfile.mkdtemp(prefix="provision-emulator-"))
@@ -67,7 +79,7 @@ def start(directory: Path | None, port_base: int, operation_seconds: float, host
     stack.directory = directory = directory.resolve()
     try:
         stack.closers.append(_lock(directory))
-        _start_services(stack, port_base, host)
+        _start_services(stack, port_base, host, installation, names)
     except BaseException as error:
         stack.close()
         if isinstance(error, OSError):
@@ -96,7 +108,9 @@ def _lock(directory: Path) -> Callable[[], None]:
     return lambda: os.close(descriptor)
 
 
-def _start_services(stack: Stack, port_base: int, host: str) -> None:
+def _start_services(
+    stack: Stack, port_base: int, host: str, installation: cluster.Installation, names: databases.ServerNames
+) -> None:
     directory, world = stack.directory, stack.world
     authority = Authority.load_or_create(directory)
     log = arm.RequestLog(directory / "requests.jsonl")
@@ -122,6 +136,8 @@ def _start_services(stack: Stack, port_base: int, host: str) -> None:
         host=host,
         single_port=_port(port_base, 2),
         flexible_port=_port(port_base, 3),
+        installation=installation,
+        names=names,
     )
     stack.closers.append(servers.close)
     world.on_reset(servers.reset)

@@ -32,7 +32,9 @@ def test_demo_runs_the_walkthrough_and_cleans_up() -> None:
             "flavor      single",
             "flavor      flexible",
             "$ export PGPASSWORD=$(provision token --client-id ",
-            "--user myuser@demo-single postgres -c 'SELECT version()'",
+            "$ psql -h mydemoserver.postgres.database.azure.com --user myuser@mydemoserver postgres"
+            " -c 'SELECT version()'",
+            "$ provision check --host myflex.postgres.database.azure.com --sslmode verify-full --user myuser",
         ):
             assert step in out
         assert out.count("Connected!") == 2

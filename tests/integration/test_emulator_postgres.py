@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from provision.emulator import databases, seed
+from provision.emulator import cluster, databases, seed
 from provision.emulator.cluster import Clusters
 from provision.emulator.keys import Authority
 from provision.emulator.world import ManagedIdentity
@@ -133,7 +134,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     state = tmp_path_factory.mktemp("databases")
     authority = Authority.load_or_create(state)
     world = DirectoryStandIn()
-    running = databases.start(state, authority, world, "127.0.0.1", 0, 0)
+    running = databases.start(
+        state, authority, world, "127.0.0.1", 0, 0, cluster.find_installation(), databases.DEFAULT_NAMES
+    )
     try:
         yield Servers(running, authority, world, running.exports())
     finally:
@@ -169,7 +172,7 @@ def test_exports_point_at_both_servers(servers: Servers) -> None:
     env = servers.env
     assert env["PROVISION_SINGLE_HOST"] == env["PROVISION_FLEX_HOST"] == "127.0.0.1"
     assert env["PROVISION_SINGLE_PORT"] != env["PROVISION_FLEX_PORT"]
-    assert env["PROVISION_SINGLE_ADMIN"] == "aadadmin@demo-single"
+    assert env["PROVISION_SINGLE_ADMIN"] == "aadadmin@mydemoserver"
     assert env["PROVISION_FLEX_ADMIN"] == "aadadmin"
     assert env["PGSSLROOTCERT"] == str(servers.authority.ca_path)
 
@@ -219,7 +222,7 @@ def test_a_long_token_works(fresh: Servers) -> None:
 def test_fifty_psql_sessions_at_once(fresh: Servers) -> None:
     app = new_identity("app-many")
     create_role(fresh, "single", "app_many", app)
-    argv = fresh.psql_argv("single", "app_many@demo-single", "SELECT pg_sleep(0.2), current_user")
+    argv = fresh.psql_argv("single", "app_many@mydemoserver", "SELECT pg_sleep(0.2), current_user")
     env = fresh.psql_env(fresh.token(app))
     sessions = [
         subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(50)
@@ -306,7 +309,7 @@ def test_tokens_never_reach_the_log(fresh: Servers, caplog: pytest.LogCaptureFix
     create_role(fresh, "single", "app_logged", app)
     tokens = [fresh.token(app), fresh.token(app, lifetime=-60), fresh.token(new_identity("app-other"))]
     for token in tokens:
-        fresh.psql("single", "app_logged@demo-single", token, "SELECT 1")
+        fresh.psql("single", "app_logged@mydemoserver", token, "SELECT 1")
     assert "password authentication failed" in caplog.text  # the refusals were logged...
     assert "eyJ" not in caplog.text  # ...and no token, whole or in part
     assert app.client_id not in caplog.text  # nor the client id that serves as the role's password
@@ -322,18 +325,18 @@ def test_unknown_role_is_refused(fresh: Servers, flavor: str) -> None:
 def test_single_role_outside_azure_ad_user_is_refused(fresh: Servers) -> None:
     app = new_identity("app-plain")
     fresh.single_role("app_plain", app.client_id, in_azure_ad_user=False)
-    done = fresh.psql("single", "app_plain@demo-single", fresh.token(app), "SELECT 1")
-    assert_refused(done, password_failed("app_plain@demo-single"))
+    done = fresh.psql("single", "app_plain@mydemoserver", fresh.token(app), "SELECT 1")
+    assert_refused(done, password_failed("app_plain@mydemoserver"))
 
 
 def test_single_client_id_mismatch_is_refused(fresh: Servers) -> None:
     app = new_identity("app-mismatch")
     fresh.single_role("app_mismatch", str(uuid.uuid4()))
-    done = fresh.psql("single", "app_mismatch@demo-single", fresh.token(app), "SELECT 1")
-    assert_refused(done, password_failed("app_mismatch@demo-single"))
+    done = fresh.psql("single", "app_mismatch@mydemoserver", fresh.token(app), "SELECT 1")
+    assert_refused(done, password_failed("app_mismatch@mydemoserver"))
 
 
-@pytest.mark.parametrize("user", ["app_short", "app_short@demo-flex", "@demo-single"])
+@pytest.mark.parametrize("user", ["app_short", "app_short@myflex", "@mydemoserver"])
 def test_single_user_must_name_the_server(fresh: Servers, user: str) -> None:
     app = new_identity("app-short")
     fresh.single_role("app_short", app.client_id)
@@ -417,18 +420,18 @@ WALKTHROUGH = (
 
 def test_walkthrough_sql_in_one_message(fresh: Servers) -> None:
     app = new_identity("myIdentity")
-    done = fresh.psql("single", "aadadmin@demo-single", fresh.token(), WALKTHROUGH.format(client_id=app.client_id))
+    done = fresh.psql("single", "aadadmin@mydemoserver", fresh.token(), WALKTHROUGH.format(client_id=app.client_id))
     assert done.returncode == 0, done.stderr
-    done = fresh.psql("single", "myuser@demo-single", fresh.token(app), "SELECT current_user")
+    done = fresh.psql("single", "myuser@mydemoserver", fresh.token(app), "SELECT current_user")
     assert (done.returncode, done.stdout.strip()) == (0, "myuser"), done.stderr
 
 
 def test_walkthrough_sql_statement_by_statement(fresh: Servers) -> None:
     app = new_identity("myIdentity")
     set_validation, create_role_sql = WALKTHROUGH.format(client_id=app.client_id).split("\n")
-    done = fresh.psql("single", "aadadmin@demo-single", fresh.token(), set_validation, create_role_sql)
+    done = fresh.psql("single", "aadadmin@mydemoserver", fresh.token(), set_validation, create_role_sql)
     assert done.returncode == 0, done.stderr
-    assert fresh.psql("single", "myuser@demo-single", fresh.token(app), "SELECT 1").returncode == 0
+    assert fresh.psql("single", "myuser@mydemoserver", fresh.token(app), "SELECT 1").returncode == 0
 
 
 def test_walkthrough_setting_through_the_extended_protocol(fresh: Servers) -> None:
@@ -437,10 +440,23 @@ def test_walkthrough_setting_through_the_extended_protocol(fresh: Servers) -> No
         conn.execute("SELECT %s::text", ["SET aad_validate_oids_in_tenant = off"])
 
 
+def test_single_shows_its_oid_validation_setting_on_until_turned_off(fresh: Servers) -> None:
+    show = "SHOW aad_validate_oids_in_tenant"
+    done = fresh.psql(
+        "single", "aadadmin@mydemoserver", fresh.token(), show, "SET aad_validate_oids_in_tenant = off", show
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["on", "SET", "off"]
+    with fresh.admin("single") as conn:  # the extended protocol, and the column named as SHOW names it
+        cursor = conn.execute(show)
+        assert cursor.fetchone() == ("on",)
+        assert cursor.description is not None and cursor.description[0].name == "aad_validate_oids_in_tenant"
+
+
 def test_single_keeps_client_ids_as_scram_verifiers_the_admin_cannot_read(fresh: Servers) -> None:
     app = new_identity("app-stored")
     fresh.single_role("app_stored", app.client_id)
-    done = fresh.psql("single", "aadadmin@demo-single", fresh.token(), "SELECT rolpassword FROM pg_authid")
+    done = fresh.psql("single", "aadadmin@mydemoserver", fresh.token(), "SELECT rolpassword FROM pg_authid")
     assert done.returncode != 0  # the admin is not a superuser
     with fresh.admin("single") as conn:
         assert conn.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)
@@ -469,6 +485,48 @@ def test_flexible_refuses_single_servers_setting(servers: Servers) -> None:
     done = servers.psql("flexible", "aadadmin", servers.token(), "SET aad_validate_oids_in_tenant = off")
     assert done.returncode == 1
     assert 'unrecognized configuration parameter "aad_validate_oids_in_tenant"' in done.stderr
+
+
+# -- Azure's host names ---------------------------------------------------------------------------
+
+
+def psql_by_name(servers: Servers, host_name: str, port: str, user: str, sql: str) -> subprocess.CompletedProcess[str]:
+    """psql as the walkthrough runs it, `-h NAME.postgres.database.azure.com`, reaching loopback through
+    PGHOSTADDR and verifying the name (verify-full)."""
+    env = {**servers.psql_env(servers.token()), "PGHOSTADDR": servers.env["PROVISION_SINGLE_HOST"], "PGPORT": port}
+    argv = [PSQL, "-X", "-At", "-h", host_name, "-U", user, "-d", "postgres", "-c", sql]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("port_of", ["single", "flexible"])
+@pytest.mark.parametrize("flavor", ["single", "flexible"])
+def test_the_azure_host_name_picks_the_server_on_either_port(servers: Servers, flavor: str, port_of: str) -> None:
+    prefix = "PROVISION_SINGLE" if flavor == "single" else "PROVISION_FLEX"
+    assert (
+        servers.env[f"{prefix}_NAME"]
+        == f"{seed.SINGLE_SERVER if flavor == 'single' else seed.FLEXIBLE_SERVER}.postgres.database.azure.com"
+    )
+    done = psql_by_name(
+        servers, servers.env[f"{prefix}_NAME"], servers.port(port_of), servers.env[f"{prefix}_ADMIN"], FLAVOR_MARKERS
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("f|t" if flavor == "single" else "t|f")
+
+
+def test_a_name_the_emulator_does_not_serve_fails_verification(servers: Servers) -> None:
+    done = psql_by_name(
+        servers, "otherserver.postgres.database.azure.com", servers.port("single"), "aadadmin@otherserver", "SELECT 1"
+    )
+    assert done.returncode == 2
+    assert 'does not match host name "otherserver.postgres.database.azure.com"' in done.stderr
+
+
+def test_the_exports_reach_both_servers_by_name(servers: Servers) -> None:
+    env = servers.env
+    assert (env["PGHOSTADDR"], env["PGPORT"]) == (env["PROVISION_SINGLE_HOST"], env["PROVISION_SINGLE_PORT"])
+    for prefix in ("PROVISION_SINGLE", "PROVISION_FLEX"):
+        done = psql_by_name(servers, env[f"{prefix}_NAME"], env["PGPORT"], env[f"{prefix}_ADMIN"], "SELECT 1")
+        assert (done.returncode, done.stdout.strip()) == (0, "1"), done.stderr
 
 
 # -- Flexible Server's pgaadauth functions --------------------------------------------------------
@@ -585,3 +643,23 @@ def test_cluster_files_live_in_an_enterable_state_directory() -> None:
         assert not (state / "postgres").exists()
     finally:
         state.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the servers as another user")
+def test_an_installation_the_server_user_cannot_enter_is_run_from_a_copy(tmp_path: Path) -> None:
+    relocatable = [i for i in cluster.installations().values() if i.root.is_relative_to(cluster.PROJECT_CACHE)]
+    if not relocatable:
+        pytest.skip("no relocatable PostgreSQL in the project cache (`make postgres`)")
+    hidden = tmp_path / "home-of-root"  # pytest's tmp_path is 0700 under root, like /root
+    shutil.copytree(relocatable[0].root, hidden / "pg", symlinks=True)
+    state = Path(tempfile.mkdtemp(prefix="provision-test-"))
+    try:
+        state.chmod(0o755)
+        clusters = Clusters(("one",), state, cluster.Installation(relocatable[0].major, hidden / "pg"))
+        try:
+            clusters.start()
+            assert clusters.socket("one").is_socket()
+        finally:
+            clusters.close()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

@@ -89,3 +89,63 @@ def test_run_merges_the_emulator_environment_with_extra_variables(emulator):
     assert (passes.returncode, "loopback only" in passes.stderr) == (2, True)
     overridden = emulator.run("emulator", "start", "--host", "0.0.0.0", env={"AZURE_SUBSCRIPTION_ID": "not-a-guid"})
     assert (overridden.returncode, "--subscription" in overridden.stderr) == (2, True)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--single-name", "My_Server"], "--single-name 'My_Server': a server name is 3-63 lowercase letters"),
+        (["--flexible-name", "-flex"], "--flexible-name '-flex': a server name is 3-63 lowercase letters"),
+        (["--single-name", "ab"], "--single-name 'ab': a server name is 3-63"),
+        (["--single-name", "same", "--flexible-name", "same"], "are both 'same': each server needs its own"),
+        (["--postgres-version", "14"], "Invalid value for '--postgres-version': '14' is not one of '15', '16'"),
+    ],
+)
+def test_bad_server_names_and_versions_are_refused_before_anything_starts(tmp_path, args, said):
+    state = tmp_path / "state"
+    result = subprocess.run([*START, "--dir", str(state), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr
+    assert result.stdout == ""
+    assert not state.exists()  # no CA, no keys, no cluster
+
+
+@pytest.mark.slow
+def test_servers_named_at_start_carry_their_names_in_logins_and_certificates(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    tmp_path.chmod(0o755)  # the postgres user enters it
+    argv = [*START, "--dir", str(state), "--single-name", "contoso-pg", "--flexible-name", "contoso-flex"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    try:
+        exports = {}
+        for line in process.stdout:
+            if line.strip() == "# ready":
+                break
+            name, _, value = line[len("export ") :].rstrip("\n").partition("=")
+            exports[name] = shlex.split(value)[0]
+        assert exports["PROVISION_SINGLE_NAME"] == "contoso-pg.postgres.database.azure.com"
+        assert exports["PROVISION_FLEX_NAME"] == "contoso-flex.postgres.database.azure.com"
+        assert exports["PROVISION_SINGLE_ADMIN"] == "aadadmin@contoso-pg"
+        env = {**exports, "PATH": "/usr/bin:/bin", "PGSSLMODE": "verify-full", "PGCONNECT_TIMEOUT": "10"}
+        token = subprocess.run(
+            [sys.executable, "-m", "provision", "token"], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert token.returncode == 0, token.stderr
+        env["PGPASSWORD"] = token.stdout.strip()
+        for user in ("aadadmin@contoso-pg", "aadadmin@mydemoserver"):
+            done = subprocess.run(
+                ["psql", "-X", "-At", "-h", exports["PROVISION_SINGLE_NAME"], "-U", user, "postgres", "-c", "SELECT 1"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if user == "aadadmin@contoso-pg":
+                assert (done.returncode, done.stdout.strip()) == (0, "1"), done.stderr
+            else:
+                assert "The Username should be in <username@hostname> format" in done.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

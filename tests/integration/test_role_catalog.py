@@ -19,6 +19,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from emulator_fixtures import selected_versions
 
 from provision import deadline
 from provision.cloud import get_cloud
@@ -27,7 +28,7 @@ from provision.db.roles import IdentityIds, RoleRequest, commands
 from provision.db.roles.sql_text import statement
 from provision.db.roles.state import RoleState
 from provision.db.target import Target
-from provision.emulator.cluster import SUPERUSER, Clusters
+from provision.emulator.cluster import SUPERUSER, Clusters, Installation, installations
 from provision.errors import Conflict, Forbidden, NotFound, OutcomeUnknown, ProvisionError, TimedOut
 
 CLIENT_ID = "0b5e8f3a-1c2d-4e6f-8a9b-c0d1e2f3a4b5"
@@ -62,10 +63,10 @@ $$;
 class Cluster:
     """One throwaway cluster from the emulator's cluster helper, reached over its Unix socket."""
 
-    def __init__(self) -> None:
+    def __init__(self, installation: Installation) -> None:
         self._base = Path(tempfile.mkdtemp(prefix="provision-role-"))
         self._base.chmod(0o755)  # the server user must be able to enter it
-        self._clusters = Clusters(["catalog"], self._base)
+        self._clusters = Clusters(["catalog"], self._base, installation)
         self._clusters.start()
         self.socket_dir = str(self._clusters.socket_dir("catalog"))
 
@@ -91,8 +92,9 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    cluster = Cluster()
+def cluster(pytestconfig: pytest.Config) -> Iterator[Cluster]:
+    # The suite's base version, as the session emulator runs (the per-version runs are test_role_cli's).
+    cluster = Cluster(installations()[selected_versions(pytestconfig)[0]])
     try:
         with cluster.superuser() as conn:
             conn.execute("CREATE ROLE aadadmin LOGIN CREATEROLE")

@@ -153,16 +153,27 @@ def role_names(snapshot: dict[str, Any]) -> set[str]:
 
 
 @pytest.fixture
-def world(fresh_emulator: Any, emulator_environ: dict[str, str]) -> Any:
-    """The seed world, with the emulator's variables in this process for tokens and admin reads."""
-    return fresh_emulator
+def world(versioned_emulator: Any) -> Any:
+    """The seed world on each PostgreSQL version (Flexible Server cases; Single Server's on the oldest),
+    with the emulator's variables in this process for tokens and admin reads."""
+    return versioned_emulator
 
 
 # --- create, log in, re-run -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
-def test_the_identity_logs_in_with_its_own_token_and_a_rerun_changes_nothing(world: Any, flavor: str) -> None:
+def test_the_identity_logs_in_with_its_own_token_and_a_rerun_changes_nothing(
+    world: Any, flavor: str, postgres_version: int, request: pytest.FixtureRequest
+) -> None:
+    if flavor == "flexible" and postgres_version >= 16:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason='role create --member-of on 16+: permission denied to grant role "pg_monitor" (Only roles'
+                ' with the ADMIN option on role "pg_monitor" may grant this role.)',
+            )
+        )
     app = make_identity(world, "idApp")
     # Single Server: the ARM id path; Flexible Server: the name path. Both read the ids from Resource Manager.
     lookup = ["--identity-id", app["id"]] if flavor == "single" else ["--identity", "idApp", "-g", seed.RESOURCE_GROUP]

@@ -27,30 +27,72 @@ VERIFIER = (
 )
 
 
-def test_missing_postgresql_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(cluster, "DEBIAN_VERSIONS", tmp_path)
-    monkeypatch.setattr(cluster.shutil, "which", lambda name: None)
-    with pytest.raises(cluster.EmulatorError) as raised:
-        cluster.find_bindir()
-    assert "Install the Debian package `postgresql`" in str(raised.value)
-
-
-def test_newest_postgresql_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for version in ("9.6", "15", "17"):
-        (tmp_path / version / "bin").mkdir(parents=True)
+def install(root: Path, *majors: str) -> None:
+    for major in majors:
+        (root / major / "bin").mkdir(parents=True)
         for program in ("initdb", "postgres"):
-            (tmp_path / version / "bin" / program).touch()
-    monkeypatch.setattr(cluster, "DEBIAN_VERSIONS", tmp_path)
-    assert cluster.find_bindir() == tmp_path / "17" / "bin"
+            (root / major / "bin" / program).touch()
+
+
+@pytest.fixture
+def roots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Path]:
+    """Empty stand-ins for PROVISION_POSTGRES_DIRS, the project cache and /usr/lib/postgresql."""
+    found = {name: tmp_path / name for name in ("listed", "cache", "debian")}
+    monkeypatch.setenv(cluster.SEARCH_PATH_VARIABLE, str(found["listed"]))
+    monkeypatch.setattr(cluster, "PROJECT_CACHE", found["cache"])
+    monkeypatch.setattr(cluster, "DEBIAN_VERSIONS", found["debian"])
+    return found
+
+
+def test_missing_postgresql_says_what_to_install(roots: dict[str, Path]) -> None:
+    with pytest.raises(cluster.EmulatorError) as raised:
+        cluster.find_installation()
+    assert str(raised.value) == (
+        "no PostgreSQL server programs were found for the local database servers:"
+        " `make postgres` installs 16, 17 and 18, `apt-get install postgresql` the machine's own."
+    )
+
+
+def test_a_missing_version_names_the_installed_ones_and_how_to_install_it(roots: dict[str, Path]) -> None:
+    install(roots["debian"], "15")
+    with pytest.raises(cluster.EmulatorError) as raised:
+        cluster.find_installation(17)
+    assert str(raised.value) == (
+        "PostgreSQL 17 is not installed for the local database servers (installed: 15):"
+        " `make postgres` installs 16, 17 and 18, `apt-get install postgresql` the machine's own."
+    )
+
+
+def test_newest_supported_postgresql_is_the_default(roots: dict[str, Path]) -> None:
+    install(roots["debian"], "9.6", "15", "17")
+    install(roots["cache"], "18")
+    assert cluster.find_installation() == cluster.Installation(18, roots["cache"] / "18")
+    assert list(cluster.installations()) == [15, 17, 18]
+
+
+def test_search_order_listed_directories_then_the_cache_then_debian(roots: dict[str, Path]) -> None:
+    for root in roots.values():
+        install(root, "16")
+    install(roots["cache"], "17")
+    install(roots["debian"], "17", "15")
+    found = cluster.installations()
+    assert found[16].root == roots["listed"] / "16"
+    assert found[17].root == roots["cache"] / "17"
+    assert found[15].root == roots["debian"] / "15"
+
+
+def test_relocatable_builds_find_their_libraries() -> None:
+    installation = cluster.Installation(17, Path("/opt/pg/17"))
+    assert installation.environment()["LD_LIBRARY_PATH"] == "/opt/pg/17/lib"
 
 
 def test_startup_message_round_trips() -> None:
-    packet = startup_message(PROTOCOL_3, {"user": "myuser@demo-single", "database": "postgres", "options": "-c a=b"})
+    packet = startup_message(PROTOCOL_3, {"user": "myuser@mydemoserver", "database": "postgres", "options": "-c a=b"})
     (length,) = struct.unpack("!I", packet[:4])
     assert length == len(packet)
     assert parse_startup(packet[4:]) == (
         PROTOCOL_3,
-        {"user": "myuser@demo-single", "database": "postgres", "options": "-c a=b"},
+        {"user": "myuser@mydemoserver", "database": "postgres", "options": "-c a=b"},
     )
 
 
