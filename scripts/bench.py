@@ -23,6 +23,8 @@ from provision.emulator import seed  # noqa: E402
 
 PYTHON = sys.executable
 PROVISION = str(Path(PYTHON).parent / "provision")
+# azure-postgresql-auth in its own virtual environment (the Makefile's AZPGAUTH), to compare with.
+AZPGAUTH_PYTHON = str(ROOT / ".cache" / "venv-azpgauth" / "bin" / "python")
 RG = seed.RESOURCE_GROUP
 rows: list[tuple[str, str, str, str]] = []
 
@@ -109,31 +111,64 @@ def bench_library(emulator: EmulatorProcess) -> None:
         "--object-id",
         created["principalId"],
     )
-    code = (
-        "import sys, time, provision\n"
-        "host, port, client_id = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
-        "started = time.perf_counter()\n"
-        "for _ in range(100):\n"
-        "    provision.connect(host, 'benchapp', client_id=client_id, port=port, sslmode='verify-full').close()\n"
-        "print(time.perf_counter() - started)\n"
-    )
-    mark = emulator.mark()
-    done = subprocess.run(
-        [PYTHON, "-c", code, flex[1], flex[3], created["clientId"]],
-        env={**os.environ, **emulator.env},
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        raise SystemExit(f"provision.connect failed:\n{done.stderr}")
-    requests = emulator.token_requests(mark)
-    seconds = float(done.stdout.strip())
-    record(
-        "100 provision.connect() calls: metadata requests",
-        f"{requests} ({seconds / 100 * 1000:.1f} ms a connection)",
-        "1",
-        requests == 1,
-    )
+    host, port, client_id = flex[1], flex[3], created["clientId"]
+    for label, python, code in (
+        ("provision", PYTHON, PROVISION_SEQUENTIAL),
+        ("provision", PYTHON, PROVISION_CONCURRENT),
+        ("azure-postgresql-auth 1.1.0", AZPGAUTH_PYTHON, AZPGAUTH_SEQUENTIAL),
+        ("azure-postgresql-auth 1.1.0", AZPGAUTH_PYTHON, AZPGAUTH_CONCURRENT),
+    ):
+        if not Path(python).exists():
+            record(f"{label}: not measured", f"{python} is missing (make bench creates it)")
+            continue
+        mark = emulator.mark()
+        done = subprocess.run(
+            [python, "-c", code, host, port, client_id, emulator.env["PGSSLROOTCERT"]],
+            env={**os.environ, **emulator.env},
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise SystemExit(f"{label} failed:\n{done.stderr}")
+        requests = emulator.token_requests(mark)
+        kind = "sequential" if code in (PROVISION_SEQUENTIAL, AZPGAUTH_SEQUENTIAL) else "concurrent async"
+        record(
+            f"{label}: 100 {kind} connects, metadata requests",
+            f"{float(done.stdout):.2f} s, {requests}",
+            "1",
+            requests == 1,
+        )
+
+
+_ARGS = (
+    "import asyncio, sys, time\nhost, port, client_id, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]\n"
+)
+_KW = "host=host, port=port, user='benchapp', dbname='postgres', sslmode='verify-full', sslrootcert=ca"
+PROVISION_SEQUENTIAL = _ARGS + (
+    "import provision\nstarted = time.perf_counter()\nfor _ in range(100):\n"
+    "    provision.connect(host, 'benchapp', client_id=client_id, port=port, sslrootcert=ca).close()\n"
+    "print(time.perf_counter() - started)\n"
+)
+PROVISION_CONCURRENT = _ARGS + (
+    "import provision\nkw = dict(client_id=client_id, port=port, sslrootcert=ca)\nasync def one():\n"
+    "    await (await provision.connect_async(host, 'benchapp', **kw)).close()\n"
+    "async def main():\n    await asyncio.gather(*(one() for _ in range(100)))\n"
+    "started = time.perf_counter()\nasyncio.run(main())\nprint(time.perf_counter() - started)\n"
+)
+AZPGAUTH_SEQUENTIAL = _ARGS + (
+    "from azure.identity import ManagedIdentityCredential\nfrom azure_postgresql_auth.psycopg3 import EntraConnection\n"
+    "credential = ManagedIdentityCredential(client_id=client_id)\nstarted = time.perf_counter()\n"
+    f"for _ in range(100):\n    EntraConnection.connect({_KW}, credential=credential).close()\n"
+    "print(time.perf_counter() - started)\n"
+)
+AZPGAUTH_CONCURRENT = _ARGS + (
+    "from azure.identity.aio import ManagedIdentityCredential\n"
+    "from azure_postgresql_auth.psycopg3 import AsyncEntraConnection\n"
+    "async def main():\n    credential = ManagedIdentityCredential(client_id=client_id)\n"
+    f"    async def one():\n        await (await AsyncEntraConnection.connect({_KW}, credential=credential)).close()\n"
+    "    await asyncio.gather(*(one() for _ in range(100)))\n    await credential.close()\n"
+    "started = time.perf_counter()\nasyncio.run(main())\nprint(time.perf_counter() - started)\n"
+)
 
 
 def bench_roles(emulator: EmulatorProcess) -> None:

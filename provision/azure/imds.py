@@ -4,22 +4,29 @@ azure-identity's defaults wait 5-13 s (and up to minutes on a silent endpoint) b
 there is no metadata service, which is every machine that is not an Azure VM. The credential here
 uses short timeouts and one retry, so off Azure a token request fails within about 2 s.
 
-Tokens are cached in the process per (client id, resource) and reused until 5 minutes before they
-expire: a process that opens many connections asks IMDS once. A token is a secret: it is returned
-to the caller and never logged, and its repr hides it.
+Tokens are cached in the process per (identity or credential, resource) and reused until 5 minutes
+before they expire: a process that opens many connections
+asks IMDS once. Any azure-identity TokenCredential can stand in for the VM's identity (`credential=`),
+with its own cache entries. A token is a secret: it is returned to the caller and never logged, and
+its repr hides it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import threading
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provision.errors import CredentialError, InvalidInput
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ class ManagedIdentityToken:
     expires_on: int  # epoch seconds
     obtained_at: float  # epoch seconds
     resource: str
-    client_id: str | None  # None: the VM's system-assigned identity
+    client_id: str | None  # None: the VM's system-assigned identity, or a token from a credential
 
     @property
     def lifetime(self) -> float:
@@ -73,6 +80,10 @@ class TokenClaims:
     tid: str | None
     exp: int | None
     xms_mirid: str | None  # the identity's resource id
+    # A user's names, in tokens for people (az login) rather than managed identities.
+    upn: str | None = None
+    preferred_username: str | None = None
+    unique_name: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {name: value for name, value in vars(self).items() if value is not None}
@@ -129,37 +140,106 @@ def request_token(resource: str, client_id: str | None = None) -> ManagedIdentit
     return ManagedIdentityToken(access.token, int(access.expires_on), obtained_at, resource, client_id)
 
 
+def request_credential_token(credential: TokenCredential, resource: str) -> ManagedIdentityToken:
+    """Ask an azure-identity credential for a token (it may answer from its own cache). Raises
+    CredentialError."""
+    from azure.core.exceptions import ClientAuthenticationError
+
+    log.info("requesting a token for %s from %s", resource, type(credential).__name__)
+    obtained_at = time.time()
+    try:
+        access = credential.get_token(resource + "/.default")
+    except ClientAuthenticationError as error:
+        raise CredentialError(
+            f"{type(credential).__name__} gave no token for {resource}: {_first_line(error.message or str(error))}",
+            hint="Check that the credential can sign in here (for DefaultAzureCredential: `az login`,"
+            " AZURE_CLIENT_ID with a secret or a federated token, or a managed identity).",
+        ) from error
+    log.info("got a token for %s, valid for %d s", resource, access.expires_on - obtained_at)
+    return ManagedIdentityToken(access.token, int(access.expires_on), obtained_at, resource, None)
+
+
 class TokenCache:
-    """Tokens per (client id, resource), reused while they have `min_validity` seconds to live."""
+    """Tokens per (identity or credential, resource), reused while they have `min_validity` seconds to live.
+
+    One lock per entry, held while the token is fetched: threads asking for the same token at once (a
+    pool opening) make one request, and a slow credential does not hold up another identity."""
 
     def __init__(self) -> None:
-        self._tokens: dict[tuple[str | None, str], ManagedIdentityToken] = {}
-        # Held while IMDS answers, so that threads asking at once (a pool opening) make one request.
-        self._lock = threading.Lock()
+        self._tokens: dict[tuple[Hashable, str], ManagedIdentityToken] = {}
+        # The credentials the keys name, kept alive so that their id() is not reused by another object.
+        self._credentials: dict[int, TokenCredential] = {}
+        self._locks: dict[tuple[Hashable, str], threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
     def get(
-        self, resource: str, client_id: str | None = None, min_validity: float = MIN_VALIDITY
+        self,
+        resource: str,
+        client_id: str | None = None,
+        min_validity: float = MIN_VALIDITY,
+        credential: TokenCredential | None = None,
     ) -> ManagedIdentityToken:
-        key = (client_id.lower() if client_id else None, resource)
-        with self._lock:
+        key = self._key(resource, client_id, credential)
+        cached = self._tokens.get(key)
+        if cached is not None and cached.remaining() >= min_validity:
+            return cached
+        with self._lock(key):
             cached = self._tokens.get(key)
             if cached is not None and cached.remaining() >= min_validity:
                 return cached
-            token = request_token(resource, client_id)
+            if credential is None:
+                token = request_token(resource, client_id)
+            else:
+                token = request_credential_token(credential, resource)
             self._tokens[key] = token
             return token
+
+    def peek(
+        self, resource: str, client_id: str | None, min_validity: float, credential: TokenCredential | None
+    ) -> ManagedIdentityToken | None:
+        """The cached token if it is fresh, without waiting for a lock (for the event loop)."""
+        cached = self._tokens.get(self._key(resource, client_id, credential))
+        return cached if cached is not None and cached.remaining() >= min_validity else None
+
+    def _key(self, resource: str, client_id: str | None, credential: TokenCredential | None) -> tuple[Hashable, str]:
+        if credential is None:
+            return ("imds", client_id.lower() if client_id else None), resource
+        self._credentials.setdefault(id(credential), credential)
+        return ("credential", id(credential)), resource
+
+    def _lock(self, key: tuple[Hashable, str]) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(key, threading.Lock())
 
 
 _cache = TokenCache()
 
 
 def access_token(
-    resource: str, client_id: str | None = None, min_validity: float = MIN_VALIDITY
+    resource: str,
+    client_id: str | None = None,
+    min_validity: float = MIN_VALIDITY,
+    credential: TokenCredential | None = None,
 ) -> ManagedIdentityToken:
-    """A token for `resource` from this process's cache, or from IMDS when the cached one is too old.
+    """A token for `resource` from this process's cache, or a new one when the cached one is too old.
 
-    `client_id` picks a user-assigned identity; None uses the VM's system-assigned identity."""
-    return _cache.get(resource, client_id, min_validity)
+    `credential` (any azure-identity TokenCredential) gives the token; without one it comes from IMDS,
+    where `client_id` picks a user-assigned identity and None the VM's system-assigned identity."""
+    return _cache.get(resource, client_id, min_validity, credential)
+
+
+async def access_token_async(
+    resource: str,
+    client_id: str | None = None,
+    min_validity: float = MIN_VALIDITY,
+    credential: TokenCredential | None = None,
+) -> ManagedIdentityToken:
+    """`access_token` for coroutines: a fresh cached token at once, otherwise fetched in a worker thread so
+    the event loop keeps running. The cache is the sync side's: many tasks at once make one request."""
+    cached = _cache.peek(resource, client_id, min_validity, credential)
+    if cached is not None:
+        return cached
+    return await asyncio.to_thread(_cache.get, resource, client_id, min_validity, credential)
 
 
 def decode_claims(token: str) -> TokenClaims | None:
@@ -179,6 +259,9 @@ def decode_claims(token: str) -> TokenClaims | None:
         tid=claims.get("tid"),
         exp=int(exp) if isinstance(exp, (int, float)) else None,
         xms_mirid=claims.get("xms_mirid"),
+        upn=claims.get("upn"),
+        preferred_username=claims.get("preferred_username"),
+        unique_name=claims.get("unique_name"),
     )
 
 

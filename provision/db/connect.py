@@ -1,5 +1,6 @@
-"""Log in to Azure Database for PostgreSQL with the VM's managed identity: the access token is the
-password. For application code (`provision.connect`, `provision.pool`) and `provision psql`."""
+"""Log in to Azure Database for PostgreSQL with an Entra access token as the password: the VM's
+managed identity, or any azure-identity credential. For application code (`provision.connect`,
+`provision.pool`, `provision.connect_async`, `provision.async_pool`) and `provision psql`."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, overload
 
-from provision import validate
 from provision.azure import imds
 from provision.cloud import get_cloud
 from provision.db.doctor import diagnose_connection
+from provision.db.login import TokenLogin
 from provision.db.target import Target, open_connection, warn_if_unverified
 from provision.errors import DatabaseError, InvalidInput, NotFound
 
 if TYPE_CHECKING:
     import psycopg
-    from psycopg_pool import ConnectionPool
+    from azure.core.credentials import TokenCredential
+    from psycopg.rows import AsyncRowFactory, Row, RowFactory, TupleRow
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +30,10 @@ log = logging.getLogger(__name__)
 CONNECT_SLACK = 60.0
 
 
+@overload
 def connect(
     host: str,
-    user: str,
+    user: str | None = None,
     database: str = "postgres",
     client_id: str | None = None,
     cloud: str = "AzureCloud",
@@ -37,34 +41,130 @@ def connect(
     port: int = 5432,
     sslmode: str = "verify-full",
     sslrootcert: str | None = None,
+    credential: TokenCredential | None = None,
+    single_server: bool | str = False,
+    row_factory: RowFactory[Row],
+    **kw: Any,
+) -> psycopg.Connection[Row]: ...
+
+
+@overload
+def connect(
+    host: str,
+    user: str | None = None,
+    database: str = "postgres",
+    client_id: str | None = None,
+    cloud: str = "AzureCloud",
+    *,
+    port: int = 5432,
+    sslmode: str = "verify-full",
+    sslrootcert: str | None = None,
+    credential: TokenCredential | None = None,
+    single_server: bool | str = False,
+    **kw: Any,
+) -> psycopg.Connection[TupleRow]: ...
+
+
+def connect(
+    host: str,
+    user: str | None = None,
+    database: str = "postgres",
+    client_id: str | None = None,
+    cloud: str = "AzureCloud",
+    *,
+    port: int = 5432,
+    sslmode: str = "verify-full",
+    sslrootcert: str | None = None,
+    credential: TokenCredential | None = None,
+    single_server: bool | str = False,
     **kw: Any,
 ) -> psycopg.Connection[Any]:
-    """Open a connection as `user`, with a token of the managed identity `client_id` (None: the VM's
-    system-assigned identity) as the password.
+    """Open a connection with an access token as the password: from `credential` (any azure-identity
+    TokenCredential) or else the VM's managed identity `client_id` (None: its system-assigned identity).
 
-    Tokens are cached in the process until 5 minutes before they expire. `kw` goes to
-    `psycopg.connect` (autocommit=True, row_factory=..., connect_timeout=...). On Single Server the
-    user is `role@servername`. Raises CredentialError (no token) or DatabaseError (with the likely
-    cause, as `provision check` would explain it)."""
+    `user` None takes the role name from the token (`provision.db.login.user_from_claims`);
+    `single_server` adds Single Server's `@server` (True: the host's first label, or the server's name).
+    Tokens are cached in the process until 5 minutes before they expire. `kw` goes to `psycopg.connect`
+    (autocommit=True, row_factory=..., ...). Raises InvalidInput (bad arguments, nothing requested),
+    CredentialError (no token) or DatabaseError (with the likely cause, as `provision check` explains it)."""
+    login = _login(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, kw)
     import psycopg
 
-    target = Target(host, user, port, database, sslmode, sslrootcert)
-    resource, client_id = _resource(cloud), validate.optional_guid(client_id, "--client-id")
-    if "password" in kw:
-        raise InvalidInput("connect() takes no password: the managed identity's access token is the password")
-    token = imds.access_token(resource, client_id)
+    token = login.token()
+    target = login.target(token)
     try:
         return open_connection(target, token.token, **kw)
     except psycopg.OperationalError as error:
-        diagnosis = diagnose_connection(error, target, imds.decode_claims(token.token), get_cloud(cloud))
-        raise DatabaseError(
-            f"could not connect to {target.describe()}: {diagnosis.summary}", hint=diagnosis.hint
-        ) from error
+        raise _connect_failed(error, target, token, cloud) from error
+
+
+@overload
+async def connect_async(
+    host: str,
+    user: str | None = None,
+    database: str = "postgres",
+    client_id: str | None = None,
+    cloud: str = "AzureCloud",
+    *,
+    port: int = 5432,
+    sslmode: str = "verify-full",
+    sslrootcert: str | None = None,
+    credential: TokenCredential | None = None,
+    single_server: bool | str = False,
+    row_factory: AsyncRowFactory[Row],
+    **kw: Any,
+) -> psycopg.AsyncConnection[Row]: ...
+
+
+@overload
+async def connect_async(
+    host: str,
+    user: str | None = None,
+    database: str = "postgres",
+    client_id: str | None = None,
+    cloud: str = "AzureCloud",
+    *,
+    port: int = 5432,
+    sslmode: str = "verify-full",
+    sslrootcert: str | None = None,
+    credential: TokenCredential | None = None,
+    single_server: bool | str = False,
+    **kw: Any,
+) -> psycopg.AsyncConnection[TupleRow]: ...
+
+
+async def connect_async(
+    host: str,
+    user: str | None = None,
+    database: str = "postgres",
+    client_id: str | None = None,
+    cloud: str = "AzureCloud",
+    *,
+    port: int = 5432,
+    sslmode: str = "verify-full",
+    sslrootcert: str | None = None,
+    credential: TokenCredential | None = None,
+    single_server: bool | str = False,
+    **kw: Any,
+) -> psycopg.AsyncConnection[Any]:
+    """`connect` for asyncio: a psycopg AsyncConnection. A token that is not cached is fetched in a
+    worker thread, so the event loop never waits on the metadata service; the cache is `connect`'s."""
+    login = _login(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, kw)
+    import psycopg
+
+    token = await login.token_async()
+    target = login.target(token)
+    warn_if_unverified(target)
+    log.info("connecting to %s (sslmode=%s)", target.describe(), target.sslmode)
+    try:
+        return await psycopg.AsyncConnection.connect(**{**target.connect_kwargs(token.token), **kw})
+    except psycopg.OperationalError as error:
+        raise _connect_failed(error, target, token, cloud) from error
 
 
 def pool(
     host: str,
-    user: str,
+    user: str | None = None,
     database: str = "postgres",
     client_id: str | None = None,
     cloud: str = "AzureCloud",
@@ -72,34 +172,111 @@ def pool(
     port: int = 5432,
     sslmode: str = "verify-full",
     sslrootcert: str | None = None,
+    credential: TokenCredential | None = None,
+    single_server: bool | str = False,
     max_lifetime: float = 3600.0,
     **kw: Any,
-) -> ConnectionPool[Any]:
+) -> ConnectionPool[psycopg.Connection[TupleRow]]:
     """A psycopg_pool.ConnectionPool whose every new connection logs in with a token that outlives it.
 
     Connections are recycled after `max_lifetime` seconds, or half the token's lifetime if that is
     shorter, and each new one takes a token with at least that long to live (from the cache, or a
-    fresh one from IMDS). `kw` goes to ConnectionPool (min_size, max_size, open, name, timeout,
-    configure, ...). A token is requested here first, so a missing identity fails now, not in a
-    pool worker."""
-    target = Target(host, user, port, database, sslmode, sslrootcert)
-    resource, client_id = _resource(cloud), validate.optional_guid(client_id, "--client-id")
-    for reserved in ("conninfo", "kwargs"):
-        if reserved in kw:
-            raise InvalidInput(f"pool() sets {reserved} itself: pass host, user, database and port instead")
-    if max_lifetime <= 0:
-        raise InvalidInput(f"max_lifetime {max_lifetime!r}: expected a number of seconds above 0")
-    lifetime = min(max_lifetime, imds.access_token(resource, client_id).lifetime / 2)
-    warn_if_unverified(target)
-    log.info("pool for %s recycles connections after %.0f s", target.describe(), lifetime)
+    fresh one). `kw` goes to ConnectionPool (min_size, max_size, open, name, timeout, configure, ...).
+    A token is requested here first, so a missing identity fails now, not in a pool worker."""
+    login, lifetime = _pool_login(
+        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, max_lifetime, kw
+    )
+    token = login.token()
+    warn_if_unverified(login.target(token))
+    lifetime = min(lifetime, token.lifetime / 2)
+    log.info("pool for %s recycles connections after %.0f s", login.host, lifetime)
 
     def connection_kwargs() -> dict[str, Any]:
-        token = imds.access_token(resource, client_id, min_validity=lifetime + CONNECT_SLACK)
-        return target.connect_kwargs(token.token)
+        return login.connect_kwargs(login.token(min_validity=lifetime + CONNECT_SLACK))
 
     from psycopg_pool import ConnectionPool
 
     return ConnectionPool(kwargs=connection_kwargs, max_lifetime=lifetime, **kw)
+
+
+async def async_pool(
+    host: str,
+    user: str | None = None,
+    database: str = "postgres",
+    client_id: str | None = None,
+    cloud: str = "AzureCloud",
+    *,
+    port: int = 5432,
+    sslmode: str = "verify-full",
+    sslrootcert: str | None = None,
+    credential: TokenCredential | None = None,
+    single_server: bool | str = False,
+    max_lifetime: float = 3600.0,
+    **kw: Any,
+) -> AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]:
+    """`pool` for asyncio: a psycopg_pool.AsyncConnectionPool, unopened unless `open=True` is passed
+    (psycopg_pool wants `async with pool` or `await pool.open()` inside the running loop). Tokens come
+    as in `connect_async`."""
+    login, lifetime = _pool_login(
+        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, max_lifetime, kw
+    )
+    token = await login.token_async()
+    warn_if_unverified(login.target(token))
+    lifetime = min(lifetime, token.lifetime / 2)
+    log.info("pool for %s recycles connections after %.0f s", login.host, lifetime)
+
+    async def connection_kwargs() -> dict[str, Any]:
+        return login.connect_kwargs(await login.token_async(min_validity=lifetime + CONNECT_SLACK))
+
+    from psycopg_pool import AsyncConnectionPool
+
+    return AsyncConnectionPool(kwargs=connection_kwargs, max_lifetime=lifetime, **{"open": False, **kw})
+
+
+def _login(
+    host: str,
+    user: str | None,
+    database: str,
+    client_id: str | None,
+    cloud: str,
+    port: int,
+    sslmode: str,
+    sslrootcert: str | None,
+    credential: TokenCredential | None,
+    single_server: bool | str,
+    kw: Mapping[str, Any],
+) -> TokenLogin:
+    if "password" in kw:
+        raise InvalidInput("takes no password: the access token is the password")
+    return TokenLogin(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server)
+
+
+def _pool_login(
+    host: str,
+    user: str | None,
+    database: str,
+    client_id: str | None,
+    cloud: str,
+    port: int,
+    sslmode: str,
+    sslrootcert: str | None,
+    credential: TokenCredential | None,
+    single_server: bool | str,
+    max_lifetime: float,
+    kw: Mapping[str, Any],
+) -> tuple[TokenLogin, float]:
+    for reserved in ("conninfo", "kwargs"):
+        if reserved in kw:
+            raise InvalidInput(f"the pool sets {reserved} itself: pass host, user, database and port instead")
+    if not isinstance(max_lifetime, (int, float)) or max_lifetime <= 0:
+        raise InvalidInput(f"max_lifetime {max_lifetime!r}: expected a number of seconds above 0")
+    login = _login(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, {})
+    return login, float(max_lifetime)
+
+
+def _connect_failed(error: Exception, target: Target, token: imds.ManagedIdentityToken, cloud: str) -> DatabaseError:
+    diagnosis = diagnose_connection(error, target, imds.decode_claims(token.token), get_cloud(cloud))
+    return DatabaseError(f"could not connect to {target.describe()}: {diagnosis.summary}", hint=diagnosis.hint)
 
 
 # libpq's environment variables for Target.connect_kwargs. The keepalives have none; psql's

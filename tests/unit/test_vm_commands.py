@@ -536,8 +536,12 @@ def test_the_command_line_and_the_package_load_no_sdk() -> None:
 def test_the_package_exports_the_library() -> None:
     import provision
 
-    assert set(provision.__all__) == {"__version__", "connect", "pool"}
+    assert set(provision.__all__) == {
+        *("__version__", "connect", "pool", "connect_async", "async_pool", "access_token", "access_token_async"),
+        *("ProvisionError", "InvalidInput", "CredentialError", "TokenUnavailable", "DatabaseError", "TimedOut"),
+    }
     assert provision.connect is connect.connect and provision.pool is connect.pool
+    assert all(getattr(provision, name) is not None for name in provision.__all__)
     assert provision.__version__.count(".") >= 1
     with pytest.raises(AttributeError):
         provision.nothing  # noqa: B018

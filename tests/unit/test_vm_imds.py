@@ -439,9 +439,10 @@ def test_connect_refuses_a_password(fake_imds: FakeImds) -> None:
 
 
 def test_connect_validates_before_asking_for_a_token(fake_imds: FakeImds) -> None:
-    with pytest.raises(InvalidInput, match="--client-id 'nope'"):
+    # The library's messages name its arguments, not the command line's options.
+    with pytest.raises(InvalidInput, match="^client_id 'nope': expected a GUID"):
         provision.connect("h.example", "u", client_id="nope")
-    with pytest.raises(InvalidInput, match="--sslmode"):
+    with pytest.raises(InvalidInput, match="^sslmode 'sometimes': expected one of"):
         provision.connect("h.example", "u", sslmode="sometimes")
 
     assert fake_imds.requests == []
