@@ -95,7 +95,12 @@ def open_connection(target: Target, password: str, **kw: Any) -> psycopg.Connect
 
     warn_if_unverified(target)
     log.info("connecting to %s (sslmode=%s)", target.describe(), target.sslmode)
-    return psycopg.connect(**{**target.connect_kwargs(password), **kw})
+    try:
+        return psycopg.connect(**{**target.connect_kwargs(password), **kw})
+    except psycopg.OperationalError:
+        # connect_timeout was cut to what was left of the budget: then the budget is what ran out.
+        deadline.current().check(f"connecting to {target.host}:{target.port}")
+        raise
 
 
 def warn_if_unverified(target: Target) -> None:

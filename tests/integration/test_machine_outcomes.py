@@ -86,8 +86,10 @@ def test_no_answer_to_the_patch_says_the_change_may_have_been_made(fresh_emulato
     fresh_emulator.fault("drop", path=VM_PATH, method="PATCH")
     result = fresh_emulator.run(*ASSIGN)
     assert result.returncode == 1
-    assert "was sent, but its result could not be read" in result.stderr
-    assert "may have been made" in result.stderr and "Traceback" not in result.stderr
+    failure = json.loads(result.stdout)
+    assert failure["outcome"] == "unknown"
+    assert "was sent, but its result could not be read" in failure["error"]["message"]
+    assert "may have been made" in failure["error"]["message"] and "Traceback" not in result.stderr
 
 
 def test_conflicting_concurrent_write_is_waited_for(fresh_emulator: Any, identity: str) -> None:
@@ -105,7 +107,8 @@ def test_operation_not_allowed_is_final_and_changes_nothing(
     fresh_emulator.fault("conflict", path=VM_PATH, method="PATCH", count=None, code="OperationNotAllowed")
     result = fresh_emulator.run(*ASSIGN)
     assert result.returncode == 1
-    assert "OperationNotAllowed" in result.stderr and "marked for deletion" in result.stderr
+    message = json.loads(result.stdout)["error"]["message"]
+    assert "OperationNotAllowed" in message and "marked for deletion" in message
     fresh_emulator.clear_faults()
     assert machine_identities(fresh_emulator) == ("SystemAssigned, UserAssigned", [seed.EXISTING_IDENTITY_NAME])
 

@@ -100,9 +100,11 @@ def impostor(tmp_path: Path) -> Iterator[Impostor]:
 
 @pytest.fixture
 def default_trust(emulator_environ: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, None]:
-    """The emulator's IMDS for tokens, and no CA of the emulator's: what a user without TLS options has."""
+    """The emulator's IMDS for tokens, and no CA of the emulator's nor its loopback PGHOSTADDR: what a user
+    without TLS options has."""
     monkeypatch.delenv("PGSSLROOTCERT")
-    return {"PGSSLROOTCERT": None, "PGSSLMODE": None, "PGPASSWORD": None}
+    monkeypatch.delenv("PGHOSTADDR", raising=False)
+    return {"PGSSLROOTCERT": None, "PGSSLMODE": None, "PGPASSWORD": None, "PGHOSTADDR": None}
 
 
 def leaked(impostor: Impostor) -> bool:
