@@ -121,7 +121,7 @@ def login_refused(emulator: Any, flavor: str, name: str, client_id: str) -> bool
     try:
         connect(emulator, flavor, login_user(flavor, name), token(client_id)).close()
     except psycopg.OperationalError as error:
-        return "password authentication failed" in str(error)
+        return "password authentication failed" in str(error) or "oid mismatch for role" in str(error)
     return False
 
 
