@@ -48,7 +48,9 @@ ORDER BY 1 DESC, 2, 4
 -- Every role that membership in the named groups reaches, the groups themselves included, through
 -- pg_auth_members (the groups each is a member of, transitively), with what that role may do. A
 -- member can SET ROLE to any of them, so each must be harmless. PostgreSQL forbids circular
--- memberships; the path check keeps the recursion finite regardless.
+-- memberships; the path check keeps the recursion finite regardless. `grantable`: whether this
+-- connection may grant the role. Up to PostgreSQL 15 CREATEROLE grants any role but a superuser;
+-- from 16 only ADMIN OPTION on it does (release notes 16: "Restrict the privileges of CREATEROLE").
 WITH RECURSIVE reached(oid, path) AS (
     SELECT r.oid, ARRAY[r.rolname::text]
     FROM pg_catalog.pg_roles r
@@ -69,6 +71,10 @@ SELECT
         CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
         CASE WHEN r.rolreplication THEN 'REPLICATION' END,
         CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END
-    ], NULL) AS powers
+    ], NULL) AS powers,
+    pg_catalog.pg_has_role(current_user, r.oid, 'USAGE WITH ADMIN OPTION')
+        OR (pg_catalog.current_setting('server_version_num')::integer < 160000 AND NOT r.rolsuper
+            AND (SELECT a.rolcreaterole FROM pg_catalog.pg_roles a WHERE a.rolname = current_user))
+        AS grantable
 FROM reached JOIN pg_catalog.pg_roles r ON r.oid = reached.oid
 ORDER BY pg_catalog.array_length(reached.path, 1), reached.path

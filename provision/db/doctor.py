@@ -54,6 +54,10 @@ _AUTHENTICATION = re.compile(r"authentication failed|access token|\btoken\b", re
 _EXPIRED = re.compile(r"expired", re.IGNORECASE)
 _AUDIENCE = re.compile(r"audience", re.IGNORECASE)
 _WANTED_RESOURCE = re.compile(r'resource "([^"]+)"')
+# Flexible Server's words for a role registered for another object, or as a user or group (see the
+# emulator's gateway for where they were seen).
+_OID_MISMATCH = re.compile(r"oid mismatch for role\[", re.IGNORECASE)
+_APP_TOKEN_FOR_USER = re.compile(r"cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens", re.IGNORECASE)
 
 
 def tls_problem(message: str) -> bool:
@@ -208,6 +212,25 @@ def diagnose_connection(
             f"the login worked, but there is no database {target.database!r}",
             "Pass --database with an existing database (every server has postgres).",
         )
+    where = f"--host {target.host}" + (f" --port {target.port}" if target.port != 5432 else "")
+    oid = claims.oid if claims and claims.oid else "OID"
+    remap = f"`provision role create {where} --admin-user ADMIN --name {role} --object-id {oid} --replace`"
+    if _OID_MISMATCH.search(said):
+        return found(
+            "oid_mismatch",
+            f"role {role!r} is mapped to another Entra object than this token's identity (oid {oid})",
+            f"Use the identity the role was made for (--client-id), or see its object id with `provision role"
+            f" show {where} --admin-user ADMIN --name {role}` and map the role to this identity with {remap}.",
+            *_claim_evidence(claims),
+        )
+    if _APP_TOKEN_FOR_USER.search(said):
+        return found(
+            "token_type",
+            f"role {role!r} is registered as a user or group, and a managed identity's token is a service"
+            " principal's (app) token",
+            f"Register the role as a service principal: {remap} (provision registers roles as 'service').",
+            *_claim_evidence(claims),
+        )
     if not _AUTHENTICATION.search(said):
         return found(
             "connection_failed",
@@ -234,7 +257,6 @@ def diagnose_connection(
             *_claim_evidence(claims),
             ("expected audience", cloud.database_resource),
         )
-    where = f"--host {target.host}" + (f" --port {target.port}" if target.port != 5432 else "")
     appid, oid = (claims.appid, claims.oid) if claims and claims.appid and claims.oid else ("APPID", "OID")
     hint = (
         f"The role {role!r} must exist and be mapped to this identity: compare the token's oid (Flexible Server)"

@@ -85,6 +85,12 @@ LANGUAGE sql IMMUTABLE AS $function$
 $function$;
 
 -- Azure: "Created role for <roleName>"; isAdmin makes a member of azure_pg_admin with CREATEROLE and CREATEDB.
+-- The role is created with the caller's privileges, so from PostgreSQL 16 the calling admin holds ADMIN
+-- OPTION on it (granted to a CREATEROLE creator) and may drop it, as Azure's Entra admin may
+-- (MicrosoftDocs/azure-docs#119982). The admin holds no ADMIN OPTION on the predefined roles, so on 16+
+-- it cannot grant them (Azure/azure-service-operator#4639). Azure has since let azure_pg_admin grant some
+-- of them (DataDog/documentation#39602 cites "Improved control for azure_pg_admin") without saying which:
+-- the emulator keeps the stricter behaviour.
 CREATE FUNCTION pg_catalog.pgaadauth_create_principal_with_oid(rolename text, objectid text, objecttype text,
                                                                isadmin boolean, ismfa boolean) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$

@@ -49,6 +49,11 @@ WRONG_AUDIENCE = (
     "The access token does not have a valid audience claim."
     f' Please acquire a new token for the resource "{seed.DATABASE_AUDIENCE}".'
 )
+# Flexible Server's refusals of a registered role, as users met them on Azure:
+# cyrilgdn/terraform-provider-postgresql#423 ("pq: Service Principal oid mismatch for role[...]") and
+# MicrosoftDocs/azure-docs#120133 (a service principal's token for a role registered as a user).
+OID_MISMATCH = "Service Principal oid mismatch for role[{role}]."
+APP_TOKEN_FOR_USER = "Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for role[{role}]"
 SINGLE_USER_FORM = (
     "Invalid Username specified. Please check the Username and retry connection."
     " The Username should be in <username@hostname> format."
@@ -283,21 +288,25 @@ class SingleServer(Flavor):
 
 class FlexibleServer(Flavor):
     """Plain role names; a role logs in with a token whose oid is the object id registered for it by
-    pgaadauth_create_principal_with_oid (kept in pgaadauth.principals)."""
+    pgaadauth_create_principal_with_oid (kept in pgaadauth.principals), and an app token (a service
+    principal's, as every managed identity's is) only for a role registered as a service."""
 
     def __init__(self, server_name: str, cluster: ClusterClient) -> None:
         self.server_name, self._cluster = server_name, cluster
 
     async def authorize(self, user: str, role: str, claims: dict[str, Any]) -> None:
         rows = await self._cluster.query(
-            "SELECT p.objectid FROM pgaadauth.principals p JOIN pg_catalog.pg_roles r ON r.oid = p.roleoid"
-            " WHERE r.rolname = $1",
+            "SELECT p.objectid, p.principaltype FROM pgaadauth.principals p"
+            " JOIN pg_catalog.pg_roles r ON r.oid = p.roleoid WHERE r.rolname = $1",
             role,
         )
         if not rows:
             raise password_failed(user, "no Entra principal is registered for the role")
-        if not _same_id(claims["oid"], rows[0][0] or ""):
-            raise password_failed(user, "the token's oid is not the role's object id")
+        object_id, principal_type = rows[0]
+        if claims.get("idtyp") == "app" and principal_type != "service":
+            raise Refused(APP_TOKEN_FOR_USER.format(role=role), f"an app token for a {principal_type} role")
+        if not _same_id(claims["oid"], object_id or ""):
+            raise Refused(OID_MISMATCH.format(role=role), "the token's oid is not the role's object id")
 
 
 def _same_id(left: object, right: str) -> bool:

@@ -165,6 +165,11 @@ def password_failed(user: str) -> str:
     return f'FATAL:  password authentication failed for user "{user}"'
 
 
+def another_identity(flavor: str, user: str) -> str:
+    """How each flavor refuses a valid token of another identity for a role that exists."""
+    return password_failed(user) if flavor == "single" else f"FATAL:  Service Principal oid mismatch for role[{user}]."
+
+
 # -- logins that work ---------------------------------------------------------------------------
 
 
@@ -283,12 +288,12 @@ def test_token_signed_by_another_key_is_refused(
 def test_another_identitys_token_is_refused(app_role: tuple[Servers, str, str, ManagedIdentity]) -> None:
     servers, flavor, user, _ = app_role
     done = servers.psql(flavor, user, servers.token(new_identity("someone-else")), "SELECT 1")
-    assert_refused(done, password_failed(user))
+    assert_refused(done, another_identity(flavor, user))
 
 
 def test_operator_token_does_not_open_an_app_role(app_role: tuple[Servers, str, str, ManagedIdentity]) -> None:
     servers, flavor, user, _ = app_role
-    assert_refused(servers.psql(flavor, user, servers.token(), "SELECT 1"), password_failed(user))
+    assert_refused(servers.psql(flavor, user, servers.token(), "SELECT 1"), another_identity(flavor, user))
 
 
 def test_not_a_token_is_refused(app_role: tuple[Servers, str, str, ManagedIdentity]) -> None:
@@ -300,7 +305,7 @@ def test_not_a_token_is_refused(app_role: tuple[Servers, str, str, ManagedIdenti
 def test_admin_needs_the_operators_token(servers: Servers, flavor: str) -> None:
     user = user_for(flavor, "aadadmin")
     done = servers.psql(flavor, user, servers.token(new_identity("not-the-operator")), "SELECT 1")
-    assert_refused(done, password_failed(user))
+    assert_refused(done, another_identity(flavor, user))
 
 
 def test_tokens_never_reach_the_log(fresh: Servers, caplog: pytest.LogCaptureFixture) -> None:
@@ -347,7 +352,20 @@ def test_single_user_must_name_the_server(fresh: Servers, user: str) -> None:
 def test_flexible_object_id_mismatch_is_refused(fresh: Servers) -> None:
     app = new_identity("app-oid")
     fresh.flexible_role("app_oid", str(uuid.uuid4()))
-    assert_refused(fresh.psql("flexible", "app_oid", fresh.token(app), "SELECT 1"), password_failed("app_oid"))
+    assert_refused(
+        fresh.psql("flexible", "app_oid", fresh.token(app), "SELECT 1"),
+        "FATAL:  Service Principal oid mismatch for role[app_oid].",
+    )
+
+
+def test_flexible_user_role_refuses_a_service_principals_token(fresh: Servers) -> None:
+    app = new_identity("app-as-user")
+    with fresh.admin("flexible") as conn:
+        conn.execute(CREATE_WITH_OID, ["app_as_user", app.principal_id, "user", False])
+    assert_refused(
+        fresh.psql("flexible", "app_as_user", fresh.token(app), "SELECT 1"),
+        "FATAL:  Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for role[app_as_user]",
+    )
 
 
 def test_flexible_role_without_entra_mapping_is_refused(fresh: Servers) -> None:
@@ -573,7 +591,7 @@ def test_create_principal_by_name_asks_resource_manager(fresh: Servers) -> None:
 def test_admin_principal_can_create_roles_itself(fresh: Servers) -> None:
     admin, app = new_identity("second-admin"), new_identity("app-by-second")
     with fresh.admin("flexible") as conn:
-        conn.execute(CREATE_WITH_OID, ["second_admin", admin.principal_id, "user", True])
+        conn.execute(CREATE_WITH_OID, ["second_admin", admin.principal_id, "service", True])
     with fresh.connect("flexible", "second_admin", fresh.token(admin)) as conn:
         conn.execute(CREATE_WITH_OID, ["app_by_second", app.principal_id, "service", False])
         conn.execute("DROP ROLE app_by_second")

@@ -607,8 +607,8 @@ def test_a_firewall_refusal_is_not_blamed_on_the_admin_login() -> None:
 # --- What --member-of may grant ---------------------------------------------------------------------
 
 
-def reached(*path: str, can_login: bool = False, powers: tuple[str, ...] = ()) -> Reached:
-    return Reached(path, can_login, powers)
+def reached(*path: str, can_login: bool = False, powers: tuple[str, ...] = (), grantable: bool = True) -> Reached:
+    return Reached(path, can_login, powers, grantable)
 
 
 @pytest.mark.parametrize(
@@ -644,6 +644,17 @@ def test_ordinary_groups_pass_and_missing_ones_are_named() -> None:
     planning.refuse_groups(request(member_of=("app",)), [reached("app"), reached("app", "readers")], frozenset())
     with pytest.raises(NotFound, match="no role named nobody"):
         planning.refuse_groups(request(member_of=("app", "nobody")), [reached("app")], frozenset())
+
+
+def test_a_group_the_admin_may_not_grant_is_refused_with_what_is_missing() -> None:
+    ungrantable = [reached("pg_monitor", grantable=False), reached("pg_monitor", "pg_read_all_stats", grantable=False)]
+    with pytest.raises(Forbidden, match="^--member-of pg_monitor: aadadmin may not grant pg_monitor") as refused:
+        planning.refuse_ungrantable("aadadmin", RoleState("myuser"), ungrantable)
+    assert "ADMIN OPTION" in str(refused.value) and "PostgreSQL 16" in str(refused.value)
+    assert "GRANT pg_monitor TO aadadmin WITH ADMIN OPTION" in (refused.value.hint or "")
+    # Already a member: nothing to grant, nothing refused; roles reached through the group are not granted.
+    planning.refuse_ungrantable("aadadmin", RoleState("myuser", exists=True, member_of=("pg_monitor",)), ungrantable)
+    planning.refuse_ungrantable("aadadmin", RoleState("myuser"), [reached("app"), reached("app", "x", grantable=False)])
 
 
 @pytest.mark.parametrize("flavor", ["single", "flexible"])

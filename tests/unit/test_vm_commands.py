@@ -296,6 +296,26 @@ def test_role_missing_or_mapped_to_another_identity() -> None:
     assert "ROLE@SERVERNAME" not in found.hint
 
 
+def test_flexible_role_mapped_to_another_object() -> None:
+    found = diagnose(rejected("Service Principal oid mismatch for role[myuser]."))
+
+    assert found.cause == "oid_mismatch"
+    assert f"this token's identity (oid {PRINCIPAL_ID})" in found.summary
+    assert (
+        "`provision role create --host 127.0.0.1 --port 6432 --admin-user ADMIN --name myuser"
+        f" --object-id {PRINCIPAL_ID} --replace`"
+    ) in found.hint
+    assert "--client-id" in found.hint and found.evidence["token oid"] == PRINCIPAL_ID
+
+
+def test_flexible_role_registered_as_a_user_refuses_an_app_token() -> None:
+    found = diagnose(rejected("Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for role[myuser]"))
+
+    assert found.cause == "token_type"
+    assert "registered as a user or group" in found.summary
+    assert f"--name myuser --object-id {PRINCIPAL_ID} --replace" in found.hint and "'service'" in found.hint
+
+
 def test_azure_host_and_plain_user_suggest_the_single_server_form() -> None:
     found = diagnose(rejected('password authentication failed for user "myuser"'), FLEX)
 

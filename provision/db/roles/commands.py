@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from provision import deadline
 from provision.db.roles.flavor import detect
-from provision.db.roles.planning import Plan, plan_create, plan_drop, refuse_groups
+from provision.db.roles.planning import Plan, plan_create, plan_drop, refuse_groups, refuse_ungrantable
 from provision.db.roles.request import RoleRequest
 from provision.db.roles.sql_text import rows, statement
 from provision.db.roles.state import entra_admins, read_groups, read_role
@@ -66,7 +66,9 @@ def create_role(conn: psycopg.Connection, flavor: str, request: RoleRequest, dry
         server = detect(conn, flavor)
         state = read_role(conn, server, request.name)
         if request.member_of:
-            refuse_groups(request, read_groups(conn, request.member_of), entra_admins(conn, server))
+            reached = read_groups(conn, request.member_of)
+            refuse_groups(request, reached, entra_admins(conn, server))
+            refuse_ungrantable(server.admin, state, reached)
         return _apply(conn, plan_create(server, state, request), dry_run)
 
     doing = f"creating role {request.name}"

@@ -265,6 +265,23 @@ def refuse_groups(request: RoleRequest, reached: list[Reached], admins: frozense
             )
 
 
+def refuse_ungrantable(admin: str, state: RoleState, reached: list[Reached]) -> None:
+    """Forbidden, before any write, for a --member-of group the role is not in yet and the admin may
+    not grant: from PostgreSQL 16 that takes ADMIN OPTION on the group, which CREATEROLE no longer
+    implies (Azure Flexible Server 16+ answers "permission denied to grant role", e.g.
+    Azure/azure-service-operator#4639)."""
+    for found in reached:
+        if len(found.path) == 1 and not found.grantable and found.group not in state.member_of:
+            raise Forbidden(
+                f"--member-of {found.group}: {admin} may not grant {found.group}: from PostgreSQL 16 granting a"
+                f" role takes ADMIN OPTION on it, and {admin} has none on {found.group}",
+                hint=f"Ask a role that holds ADMIN OPTION on {found.group} to run"
+                f" `GRANT {found.group} TO {admin} WITH ADMIN OPTION` (for a PostgreSQL predefined role on Azure,"
+                " that is the service itself: Azure support), or to grant it to the role directly; or choose a"
+                f" group {admin} created (its creator holds ADMIN OPTION on it). Then run again.",
+            )
+
+
 def _why_refused(found: Reached, allowed: tuple[str, ...], admins: frozenset[str]) -> str | None:
     role = found.role
     if role in AZURE_ADMIN_ROLES:

@@ -54,6 +54,7 @@ class Reached:
     path: tuple[str, ...]  # the requested group first, this role last
     can_login: bool
     powers: tuple[str, ...]  # SUPERUSER, CREATEROLE, CREATEDB, REPLICATION, BYPASSRLS
+    grantable: bool  # the admin may grant this role (on 16+: it holds ADMIN OPTION on it)
 
     @property
     def group(self) -> str:
@@ -115,7 +116,7 @@ def read_groups(conn: psycopg.Connection, groups: tuple[str, ...]) -> list[Reach
     if not groups:
         return []
     return [
-        Reached(tuple(row["path"]), row["can_login"], tuple(row["powers"]))
+        Reached(tuple(row["path"]), row["can_login"], tuple(row["powers"]), row["grantable"])
         for row in rows(conn, "role_state", "groups", {"roles": list(groups)})
     ]
 
