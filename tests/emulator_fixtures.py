@@ -184,6 +184,17 @@ class EmulatorProcess:
     def clear_faults(self) -> None:
         self.admin("DELETE", "faults")
 
+    def grant(self, principal: str, role: str, scope: str) -> None:
+        """Give `principal` (an object id) a built-in role at `scope` (a subscription, group or resource id)."""
+        self.admin("POST", "role-assignments", {"principal": principal, "role": role, "scope": scope})
+
+    def revoke(self, principal: str, role: str, scope: str) -> None:
+        """Take back a role assignment (AssertionError when there is no such assignment)."""
+        self.admin("DELETE", "role-assignments", {"principal": principal, "role": role, "scope": scope})
+
+    def role_assignments(self) -> list[dict[str, str]]:
+        return list(self.admin("GET", "role-assignments")["assignments"])
+
     def set_token_lifetime(self, seconds: int) -> None:
         """Lifetime of the tokens IMDS issues from now on (until reset)."""
         self.admin("PATCH", "settings", {"token_lifetime": seconds})

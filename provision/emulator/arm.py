@@ -13,6 +13,7 @@ Routes (names and fixed segments are case-insensitive, as in Azure):
   GET                 .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
   GET PATCH           .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name}
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
+Every request is authorized first, as Resource Manager does (provision.emulator.directory).
 Admin routes for tests, no token needed, not recorded: see `ADMIN_HELP`.
 """
 
@@ -38,6 +39,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import jwt
 
 from provision.emulator import seed
+from provision.emulator.directory import Directory
 from provision.emulator.keys import Authority, TokenRejected
 from provision.emulator.world import MACHINE_KINDS, ArmError, World
 from provision.logs import redact
@@ -51,6 +53,9 @@ ADMIN_HELP = {
     "GET /_emulator/settings": "operation_seconds, token_lifetime",
     "PATCH /_emulator/settings": "change operation_seconds and/or token_lifetime",
     "GET /_emulator/requests?since=N&limit=M": "recorded requests from number N on (at most M), and the next mark",
+    "GET /_emulator/role-assignments": "every role assignment: {principal (object id), role, scope}",
+    "POST /_emulator/role-assignments": "grant: {principal, role, scope} (a built-in role; reset restores the seed's)",
+    "DELETE /_emulator/role-assignments": "revoke: {principal, role, scope}",
 }
 ARM_AUDIENCES = (seed.ARM_AUDIENCE, seed.ARM_AUDIENCE.rstrip("/"))
 COMPUTE_API_VERSION = "2026-04-01"
@@ -139,8 +144,6 @@ FAULT_KINDS = {
     "concurrent_change": "someone else changes the machine first (new etag; attaches `identity` if given;"
     " `system_assigned` true/false adds or removes its system-assigned identity, changing `type`)",
     "retry_after": "answer normally, with Retry-After: `retry_after` (default 1)",
-    "forbidden": "403 AuthorizationFailed for the caller, naming the action and the scope",
-    "linked_forbidden": "403 LinkedAuthorizationFailed: the caller may not assign `identity` (a resource id)",
 }
 
 
@@ -398,15 +401,16 @@ class ArmService(Service):
 
     def __init__(self, authority: Authority, world: World, faults: Faults, log: RequestLog) -> None:
         self.authority, self.world, self.faults, self.log = authority, world, faults, log
+        self.directory = Directory()
+        world.on_reset(self.directory.reset)
 
     def handle(self, request: Request, fault: Fault | None) -> Reply:
         headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
         if request.method == "GET" and request.path.rstrip("/").lower() == "/metadata/endpoints":
             return Reply(200, _cloud_metadata(f"https://{request.headers.get('Host')}"), headers)
         try:
-            self._authenticate(request)
-            if fault and fault.kind in ("forbidden", "linked_forbidden"):
-                raise _forbidden(request, fault)
+            caller = self._authenticate(request)
+            self.directory.authorize(caller, request.method, request.path, _json_or_text(request.body))
             if "api-version" not in request.query:
                 raise ArmError(
                     400,
@@ -424,7 +428,8 @@ class ArmService(Service):
         reply.headers.update(headers)
         return reply
 
-    def _authenticate(self, request: Request) -> None:
+    def _authenticate(self, request: Request) -> str:
+        """The caller's object id, from a valid bearer token; else Azure's 401."""
         value = request.headers.get("Authorization")
         if not value:
             raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
@@ -436,7 +441,7 @@ class ArmService(Service):
                 "Authentication failed. The 'Authorization' header is provided in an invalid format.",
             )
         try:
-            self.authority.verify_token(token.strip(), ARM_AUDIENCES)
+            return str(self.authority.verify_token(token.strip(), ARM_AUDIENCES)["oid"])
         except TokenRejected as rejected:
             if rejected.reason == "expired":
                 raise ArmError(401, "ExpiredAuthenticationToken", "The access token has expired.") from None
@@ -555,6 +560,12 @@ class ArmService(Service):
                 return Reply(200, self.world.configure())
             if route == ("PATCH", "/_emulator/settings"):
                 return Reply(200, self.world.configure(**_settings(request.json())))
+            if route == ("GET", "/_emulator/role-assignments"):
+                return Reply(200, {"assignments": self.directory.assignments()})
+            if route == ("POST", "/_emulator/role-assignments"):
+                return Reply(201, self.directory.grant(request.json(), self.world.principal_ids()))
+            if route == ("DELETE", "/_emulator/role-assignments"):
+                return Reply(200, self.directory.revoke(request.json(), self.world.principal_ids()))
             if route == ("GET", "/_emulator/requests"):
                 entries, mark = self.log.since(int(request.query.get("since", "0")))
                 limit = int(request.query.get("limit", len(entries)))
@@ -606,43 +617,6 @@ def _cloud_metadata(base: str) -> dict[str, Any]:
         "ossrDbmsResourceId": seed.DATABASE_AUDIENCE,
         "suffixes": {"postgresqlServerEndpoint": "postgres.database.azure.com"},
     }
-
-
-def _forbidden(request: Request, fault: Fault) -> ArmError:
-    """Azure's 403s, worded as Azure words them: AuthorizationFailed (MicrosoftDocs/azure-docs#77897) and, for a
-    machine write naming an identity the caller may not assign, LinkedAuthorizationFailed
-    (Azure/aad-pod-identity#613)."""
-    token = (request.headers.get("Authorization") or "").partition(" ")[2].strip()
-    caller = jwt.decode(token, options={"verify_signature": False}).get("oid", "")
-    action = _action(request)
-    if fault.kind == "linked_forbidden":
-        return ArmError(
-            403,
-            "LinkedAuthorizationFailed",
-            f"The client '{caller}' with object id '{caller}' has permission to perform action '{action}' on scope"
-            f" '{request.path}'; however, it does not have permission to perform action"
-            f" 'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' on the linked scope(s)"
-            f" '{fault.identity}' or the linked scope(s) are invalid.",
-        )
-    return ArmError(
-        403,
-        "AuthorizationFailed",
-        f"The client '{caller}' with object id '{caller}' does not have authorization to perform action"
-        f" '{action}' over scope '{request.path}' or the scope is invalid. If access was recently granted,"
-        " please refresh your credentials.",
-    )
-
-
-def _action(request: Request) -> str:
-    """The Azure RBAC action a request needs: `{namespace}/{type}/read|write|delete`."""
-    segments = [s for s in request.path.split("/") if s]
-    lower = [s.lower() for s in segments]
-    verb = {"GET": "read", "DELETE": "delete"}.get(request.method, "write")
-    if "providers" not in lower:
-        kinds = ["subscriptions", "resourceGroups"][: len(segments) // 2]
-        return f"Microsoft.Resources/{'/'.join(kinds)}/{verb}"
-    at = len(lower) - 1 - lower[::-1].index("providers")
-    return "/".join([*segments[at + 1 : at + 3], verb])
 
 
 def _no_route(request: Request) -> ArmError:

@@ -24,6 +24,8 @@ TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 SUBSCRIPTION_ID = "00000000-1111-2222-3333-444444444444"
 LOCATION = "westeurope"
 RESOURCE_GROUP = "myResourceGroup"
+# Where a platform team keeps identities it shares: the VM's operator may hold roles on one and not another.
+SHARED_RESOURCE_GROUP = "sharedIdentities"
 VM_NAME = "myVM"
 VMSS_NAME = "myScaleSet"
 

@@ -241,7 +241,7 @@ class World:
     def _seed(self) -> None:
         self.operation_seconds = self.default_operation_seconds
         self.token_lifetime = self.default_token_lifetime
-        self.resource_groups = {seed.RESOURCE_GROUP.lower(): seed.RESOURCE_GROUP}
+        self.resource_groups = {g.lower(): g for g in (seed.RESOURCE_GROUP, seed.SHARED_RESOURCE_GROUP)}
         existing = UserAssignedIdentity(
             seed.RESOURCE_GROUP,
             seed.EXISTING_IDENTITY_NAME,
@@ -469,6 +469,12 @@ class World:
                 if system and system.client_id.lower() == client_id.lower():
                     return system
             return None
+
+    def principal_ids(self) -> set[str]:
+        """The object ids of every managed identity: user-assigned ones and machines' system-assigned ones."""
+        with self._lock:
+            systems = [m.identity.system for m in self.machines.values() if m.identity.system]
+            return {i.principal_id for i in self.identities.values()} | {s.principal_id for s in systems}
 
     def _identity(self, subscription: str, resource_group: str, name: str) -> UserAssignedIdentity:
         self.check_scope(subscription, resource_group)

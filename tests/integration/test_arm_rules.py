@@ -1,6 +1,6 @@
 """Resource Manager's rules end to end, the real CLI and SDK against the emulator: the cloud metadata a
-custom endpoint serves, tags merged without lost updates, the machines `identity delete` checks, Azure's
-403s and a wrong subscription told apart from a missing identity."""
+custom endpoint serves, tags merged without lost updates, the machines `identity delete` checks, and a
+wrong subscription told apart from a missing identity (Azure's 403s: test_permissions)."""
 
 from __future__ import annotations
 
@@ -93,25 +93,6 @@ def test_a_wrong_subscription_is_an_error_not_a_missing_identity(fresh_emulator:
     assert f"subscription {OTHER_SUBSCRIPTION} was not found" in result.stderr
     assert "does not exist" not in result.stdout + result.stderr and "Create it with" not in result.stderr
     assert writes(fresh_emulator, mark) == []
-
-
-def test_forbidden_keeps_azures_message(fresh_emulator: Any) -> None:
-    fresh_emulator.fault("forbidden", path="*/userAssignedIdentities/*", method="PUT")
-    result = fresh_emulator.run("identity", "create", "-g", RG, "-n", "notAllowed")
-    assert result.returncode == 1
-    assert "AuthorizationFailed" in result.stderr
-    assert "'Microsoft.ManagedIdentity/userAssignedIdentities/write' over scope" in result.stderr
-    assert "Managed Identity Contributor" in result.stderr
-
-
-def test_linked_authorization_failed_names_the_identity(fresh_emulator: Any) -> None:
-    fresh_emulator.run("identity", "create", "-g", RG, "-n", "linked")
-    linked = existing_id().replace(EXISTING, "linked")
-    fresh_emulator.fault("linked_forbidden", path=f"*/virtualMachines/{seed.VM_NAME}", method="PATCH", identity=linked)
-    result = fresh_emulator.run("identity", "assign", "-g", RG, "-n", "linked", "--vm", seed.VM_NAME)
-    assert result.returncode == 1
-    assert "LinkedAuthorizationFailed" in result.stderr and linked in result.stderr
-    assert "userAssignedIdentities/assign/action" in result.stderr and "Managed Identity Operator" in result.stderr
 
 
 def test_machines_are_listed_per_subscription_and_per_group(arm: Any) -> None:

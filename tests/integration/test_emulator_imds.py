@@ -168,7 +168,9 @@ def test_only_attached_identities_get_tokens(env, fresh_emulator):
 
 
 def test_without_a_system_assigned_identity(env, fresh_emulator):
-    # One user-assigned identity left: it is the default, as on a real VM.
+    # One user-assigned identity left: it is the default, as on a real VM. It calls Resource Manager from
+    # here on, so it needs a role there, as in Azure.
+    fresh_emulator.grant(EXISTING_PRINCIPAL_ID, "Contributor", f"/subscriptions/{SUB}/resourceGroups/{RG}")
     set_vm_identity(env, {"type": "UserAssigned"})
     assert token_request(env, resource=seed.DATABASE_AUDIENCE).json()["client_id"] == EXISTING_CLIENT_ID
     # Two: the request must say which.
