@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install postgres test lint bench demo clean
+.PHONY: help install postgres az test lint bench demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,7 +22,22 @@ postgres: ## PostgreSQL 16, 17 and 18 for the local Azure stack, into .cache/pos
 	@scripts/require-postgres
 	@scripts/install-postgres
 
-test: install postgres ## Run the test suite on every installed PostgreSQL (loopback-only network namespace when possible)
+# The real Azure CLI, pinned, in its own environment (never a dependency of provision): the tests and the
+# benchmark run it against the local Azure stack. Rebuilt only when the pin changes.
+AZ_CLI_VERSION := 2.91.0
+AZ_VENV := .cache/venv-az
+AZ_STAMP := $(AZ_VENV)/.azure-cli-$(AZ_CLI_VERSION)
+
+$(AZ_STAMP):
+	rm -rf $(AZ_VENV)
+	$(PYTHON) -m venv $(AZ_VENV)
+	$(AZ_VENV)/bin/pip install --quiet --disable-pip-version-check 'azure-cli==$(AZ_CLI_VERSION)'
+	$(AZ_VENV)/bin/python -c 'import azure.cli.core'
+	@touch $@
+
+az: $(AZ_STAMP) ## The pinned Azure CLI in .cache/venv-az (for the tests and make bench)
+
+test: install postgres az ## Run the test suite on every installed PostgreSQL (loopback-only network namespace when possible)
 	@scripts/isolated $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff and mypy
@@ -30,7 +45,7 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff format --check provision tests
 	$(BIN)/mypy
 
-bench: install ## Measure speed targets against the local Azure stack
+bench: install az ## Measure speed targets against the local Azure stack
 	@scripts/require-postgres
 	@scripts/isolated $(BIN)/python scripts/bench.py
 
