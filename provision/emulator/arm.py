@@ -459,7 +459,7 @@ class ArmService(Service):
         lower = [s.lower() for s in segments]
         method = request.method
         if method == "GET":
-            listed = self._collection(segments, lower)
+            listed = self._collection(request, segments, lower)
             if listed is not None:
                 return Reply(200, listed)
         if len(segments) < 2 or lower[0] != "subscriptions":
@@ -503,7 +503,7 @@ class ArmService(Service):
                 return self._machine(request, sub, rg, kind, rest[3], fault)
         raise _no_route(request)
 
-    def _collection(self, segments: list[str], lower: list[str]) -> dict[str, Any] | None:
+    def _collection(self, request: Request, segments: list[str], lower: list[str]) -> dict[str, Any] | None:
         """The lists that span a tenant, a subscription or a group (what `az login`, `az group list`,
         `az resource list` and `az identity list` read), or None when the path is none of them."""
         if lower == ["subscriptions"]:
@@ -516,9 +516,9 @@ class ArmService(Service):
         if rest == ["resourcegroups"]:
             return self.world.list_resource_groups(sub)
         if rest == ["resources"]:
-            return self.world.list_resources(sub)
+            return self.world.list_resources(sub, None, request.query.get("$filter"))
         if len(rest) == 3 and rest[0] == "resourcegroups" and rest[2] == "resources":
-            return self.world.list_resources(sub, segments[3])
+            return self.world.list_resources(sub, segments[3], request.query.get("$filter"))
         if rest == ["providers", "microsoft.managedidentity", "userassignedidentities"]:
             return self.world.list_identities(sub)
         return None

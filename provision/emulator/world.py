@@ -407,9 +407,13 @@ class World:
             self.check_scope(subscription)
             return {"value": [self.resource_group(subscription, rg) for rg in sorted(self.resource_groups)]}
 
-    def list_resources(self, subscription: str, resource_group: str | None = None) -> dict[str, Any]:
+    def list_resources(
+        self, subscription: str, resource_group: str | None = None, odata_filter: str | None = None
+    ) -> dict[str, Any]:
         """Resources - List (learn.microsoft.com/rest/api/resources/resources/list): every emulated resource of the
-        subscription or of one group, as id, name, type, location and tags."""
+        subscription or of one group, as id, name, type, location and tags, narrowed by a `$filter` of the
+        `field eq 'value'` terms joined by `and` that `az resource list` sends."""
+        wanted_fields = _resource_filter(odata_filter)
         with self._lock:
             self._settle()
             self.check_scope(subscription, resource_group)
@@ -423,7 +427,8 @@ class World:
                 "value": [
                     {key: body[key] for key in ("id", "name", "type", "location", "tags")}
                     for body in sorted(bodies, key=lambda b: b["id"].lower())
-                    if wanted is None or wanted in body["id"].lower()
+                    if (wanted is None or wanted in body["id"].lower())
+                    and all(_resource_field(body, key).lower() == value.lower() for key, value in wanted_fields.items())
                 ]
             }
 
@@ -856,6 +861,31 @@ def _merge_identity(
             f"identity.type '{raw_type}' needs at least one entry in userAssignedIdentities.",
         )
     return state
+
+
+RESOURCE_FILTER_FIELDS = ("resourceGroup", "resourceType", "name", "location")
+
+
+def _resource_filter(odata_filter: str | None) -> dict[str, str]:
+    """`resourceGroup eq 'a' and resourceType eq 'b'` as {field: value}; other filters are refused, not ignored."""
+    fields: dict[str, str] = {}
+    for term in odata_filter.split(" and ") if odata_filter else []:
+        key, _, value = term.strip().partition(" eq ")
+        if key not in RESOURCE_FILTER_FIELDS or len(value) < 2 or value[0] != "'" or value[-1] != "'":
+            raise ArmError(
+                400,
+                "InvalidFilterInQueryString",
+                f"The emulator filters resources only by {', '.join(RESOURCE_FILTER_FIELDS)} (eq, joined by and),"
+                f" not by '{odata_filter}'.",
+            )
+        fields[key] = value[1:-1]
+    return fields
+
+
+def _resource_field(body: dict[str, Any], key: str) -> str:
+    if key == "resourceGroup":
+        return str(body["id"].split("/")[4])
+    return str(body["type" if key == "resourceType" else key])
 
 
 def _put_as_patch(machine: Machine, body: dict[str, Any]) -> dict[str, Any]:
