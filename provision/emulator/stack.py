@@ -85,7 +85,7 @@ def start(
         if isinstance(error, OSError):
             raise EmulatorError(f"the local Azure stack could not start: {error}") from error
         raise
-    (directory / "env.sh").write_text("".join(line + "\n" for line in [*stack.export_lines(), *_az_lines(stack)]))
+    (directory / "env.sh").write_text("".join(line + "\n" for line in stack.export_lines()))
     return stack
 
 
@@ -95,33 +95,15 @@ AZ_CLOUD_NAME = "ProvisionEmulator"
 def _az_exports(directory: Path) -> dict[str, str]:
     """What the real Azure CLI needs to use this stack and nothing else: its own configuration directory (so a
     user's az login is neither used nor changed), no telemetry, no survey prompts, errors only. azure-cli reads any
-    `core` setting from AZURE_CORE_<NAME> (learn.microsoft.com/cli/azure/azure-cli-configuration)."""
+    `core` setting from AZURE_CORE_<NAME> (learn.microsoft.com/cli/azure/azure-cli-configuration). Then
+    `az cloud register -n ProvisionEmulator --endpoint-resource-manager "$PROVISION_ARM_ENDPOINT"`,
+    `az cloud set -n ProvisionEmulator` and `az login --identity` sign it in (README)."""
     return {
         "AZURE_CONFIG_DIR": str(directory / "az"),
         "AZURE_CORE_COLLECT_TELEMETRY": "false",
         "AZURE_CORE_SURVEY_MESSAGE": "false",
         "AZURE_CORE_ONLY_SHOW_ERRORS": "true",
     }
-
-
-def _az_lines(stack: Stack) -> list[str]:
-    """The commands that point the Azure CLI at this stack: it discovers the rest from /metadata/endpoints, and
-    `az login --identity` signs in through the emulated IMDS as myVM's system-assigned identity."""
-    register = shlex.join(
-        [
-            "az",
-            "cloud",
-            "register",
-            "-n",
-            AZ_CLOUD_NAME,
-            "--endpoint-resource-manager",
-            stack.exports["PROVISION_ARM_ENDPOINT"],
-        ]
-    )
-    return [
-        "# The Azure CLI against this stack (once per directory):",
-        f"#   {register} && az cloud set -n {AZ_CLOUD_NAME} && az login --identity",
-    ]
 
 
 def _lock(directory: Path) -> Callable[[], None]:

@@ -258,3 +258,9 @@ def test_az_vm_update_puts_the_whole_vm_and_keeps_its_identities(az: AzureCli, q
     az.run("vm", "update", "-g", RG, "-n", VM, "--set", "tags.env=test", "-o", "none")
     assert "PUT" in [r["method"] for r in az.emulator.requests(since=mark, service="arm")]
     assert vm_state(az.emulator) == ("SystemAssigned, UserAssigned", [seed.EXISTING_IDENTITY_NAME], {"env": "test"})
+
+
+def test_the_exports_give_az_its_own_quiet_configuration(emulator: Any) -> None:
+    assert emulator.env["AZURE_CONFIG_DIR"] == str(emulator.directory.resolve() / "az")
+    assert emulator.env["AZURE_CORE_COLLECT_TELEMETRY"] == "false"
+    assert (emulator.directory / "env.sh").read_text().count("export AZURE_CONFIG_DIR=") == 1
