@@ -112,6 +112,7 @@ def test_resource_manager_takes_tokens_for_both_management_audiences(fresh_emula
 
 
 def test_a_vm_put_replaces_the_identity_map_and_the_tags(fresh_emulator: Any) -> None:
+    fresh_emulator.set_operation_seconds(0)  # each PUT's operation ends at once, so the next may follow
     identities = f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity"
     arm_call(fresh_emulator, "PUT", f"{identities}/userAssignedIdentities/other", {"location": seed.LOCATION})
     vm = arm_call(fresh_emulator, "GET", machine_path())
@@ -119,6 +120,9 @@ def test_a_vm_put_replaces_the_identity_map_and_the_tags(fresh_emulator: Any) ->
     vm["tags"] = {"only": "this"}
     arm_call(fresh_emulator, "PUT", machine_path(), vm)
     assert vm_state(fresh_emulator) == ("UserAssigned", ["other"], {"only": "this"})
+    del vm["tags"]
+    arm_call(fresh_emulator, "PUT", machine_path(), vm)
+    assert vm_state(fresh_emulator) == ("UserAssigned", ["other"], {})
 
 
 def test_resource_list_narrowed_by_the_filter_az_sends(fresh_emulator: Any) -> None:
