@@ -8,6 +8,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from emulator_fixtures import EmulatorProcess, _state_directory  # noqa: E402
 
-from provision.emulator import seed  # noqa: E402
+from provision.emulator import cluster, seed  # noqa: E402
+from provision.emulator.stack import AZ_CLOUD_NAME  # noqa: E402
 
 PYTHON = sys.executable
 PROVISION = str(Path(PYTHON).parent / "provision")
@@ -92,6 +94,45 @@ def bench_identity(emulator: EmulatorProcess) -> None:
         f"{len(again)}, {len(rerun_writes)} writes, {rerun_seconds:.2f} s",
         "0 writes",
         not rerun_writes,
+    )
+
+
+AZ = ROOT / ".cache" / "venv-az" / "bin" / "az"
+
+
+def bench_az_side_by_side(emulator: EmulatorProcess) -> None:
+    """The real `az vm identity assign` (pinned azure-cli, `make az`) and `provision identity assign`, one after
+    the other against the same 4 s update."""
+    if not AZ.exists():
+        record("az vm identity assign vs provision identity assign", f"skipped: no {AZ} (`make az`)")
+        return
+    emulator.reset()
+    emulator.set_operation_seconds(4)
+    for name in ("benchAz", "benchProvision"):
+        cli(emulator, "identity", "create", "-g", RG, "-n", name)
+    with tempfile.TemporaryDirectory() as config:
+        env = {**os.environ, **emulator.env, "AZURE_CONFIG_DIR": config}
+
+        def az(*args: str) -> None:
+            done = subprocess.run([str(AZ), *args, "-o", "none"], env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"az {' '.join(args)} failed:\n{done.stderr}")
+
+        endpoint = emulator.env["PROVISION_ARM_ENDPOINT"]
+        az("cloud", "register", "-n", AZ_CLOUD_NAME, "--endpoint-resource-manager", endpoint)
+        az("cloud", "set", "-n", AZ_CLOUD_NAME)
+        az("login", "--identity")
+        az_seconds, _ = timed(
+            lambda: az("vm", "identity", "assign", "-g", RG, "-n", seed.VM_NAME, "--identities", "benchAz")
+        )
+    provision_seconds, _ = timed(
+        lambda: cli(emulator, "identity", "assign", "-g", RG, "-n", "benchProvision", "--vm", seed.VM_NAME)
+    )
+    record(
+        "az vm identity assign vs provision identity assign, operation of 4 s, no Retry-After",
+        f"az {az_seconds:.2f} s, provision {provision_seconds:.2f} s ({az_seconds / provision_seconds:.1f}x)",
+        "provision <= 4.5 s and >= 6x faster",
+        provision_seconds <= 4.5 and az_seconds >= 6 * provision_seconds,
     )
 
 
@@ -234,7 +275,7 @@ def main() -> None:
     print("measuring (2 cores; figures vary with load)...", file=sys.stderr)
     bench_help()
     directory = _state_directory()
-    seconds, emulator = timed(lambda: EmulatorProcess(directory))
+    seconds, emulator = timed(lambda: EmulatorProcess(directory, max(cluster.installations())))
     record(
         "emulator start (Resource Manager, IMDS, two PostgreSQL servers) until ready",
         f"{seconds:.2f} s",
@@ -243,6 +284,7 @@ def main() -> None:
     )
     try:
         bench_identity(emulator)
+        bench_az_side_by_side(emulator)
         bench_library(emulator)
         bench_connect_latency(emulator)
         bench_roles(emulator)

@@ -41,7 +41,7 @@ import jwt
 from provision.emulator import seed
 from provision.emulator.directory import Directory
 from provision.emulator.keys import Authority, TokenRejected
-from provision.emulator.world import MACHINE_KINDS, ArmError, World
+from provision.emulator.world import MACHINE_KINDS, VIRTUAL_MACHINES, ArmError, World
 from provision.logs import redact
 
 ADMIN_PREFIX = "/_emulator/"
@@ -57,7 +57,11 @@ ADMIN_HELP = {
     "POST /_emulator/role-assignments": "grant: {principal, role, scope} (a built-in role; reset restores the seed's)",
     "DELETE /_emulator/role-assignments": "revoke: {principal, role, scope}",
 }
-ARM_AUDIENCES = (seed.ARM_AUDIENCE, seed.ARM_AUDIENCE.rstrip("/"))
+# Resource Manager accepts tokens for both of its audiences, in the order Azure's /metadata/endpoints lists them:
+# the Azure CLI asks for the first (its active_directory_resource_id, azure-cli core/cloud.py _arm_to_cli_mapper),
+# the SDKs for management.azure.com.
+MANAGEMENT_AUDIENCES = ("https://management.core.windows.net/", seed.ARM_AUDIENCE)
+ARM_AUDIENCES = tuple(variant for audience in MANAGEMENT_AUDIENCES for variant in (audience, audience.rstrip("/")))
 COMPUTE_API_VERSION = "2026-04-01"
 TAGS_SEGMENTS = ["providers", "microsoft.resources", "tags", "default"]  # the Tags API below a resource
 
@@ -459,6 +463,10 @@ class ArmService(Service):
         segments = [s for s in request.path.split("/") if s]
         lower = [s.lower() for s in segments]
         method = request.method
+        if method == "GET":
+            listed = self._collection(request, segments, lower)
+            if listed is not None:
+                return Reply(200, listed)
         if len(segments) < 2 or lower[0] != "subscriptions":
             raise _no_route(request)
         sub = segments[1]
@@ -482,6 +490,16 @@ class ArmService(Service):
             return Reply(200, self.world.resource_group(sub, rg))
         if rest_lower[:3] == ["providers", "microsoft.managedidentity", "userassignedidentities"]:
             return self._identities(request, sub, rg, rest[3:])
+        if len(rest) == 4 and rest_lower[:3] == ["providers", "microsoft.network", "networkinterfaces"]:
+            if method != "GET":
+                raise _method_not_allowed(request)
+            return Reply(200, self.world.network_interface(sub, rg, rest[3]))
+        if rest_lower[:3] == ["providers", "microsoft.compute", "virtualmachines"] and rest_lower[4:] == [
+            "instanceview"
+        ]:
+            if method != "GET":
+                raise _method_not_allowed(request)
+            return Reply(200, self.world.machine_instance_view(sub, rg, rest[3]))
         if len(rest) in (3, 4) and rest_lower[:2] == ["providers", "microsoft.compute"]:
             kind = next((k for k in MACHINE_KINDS if k.lower() == rest_lower[2]), None)
             if kind is not None and len(rest) == 3 and method == "GET":
@@ -489,6 +507,26 @@ class ArmService(Service):
             if kind is not None and len(rest) == 4:
                 return self._machine(request, sub, rg, kind, rest[3], fault)
         raise _no_route(request)
+
+    def _collection(self, request: Request, segments: list[str], lower: list[str]) -> dict[str, Any] | None:
+        """The lists that span a tenant, a subscription or a group (what `az login`, `az group list`,
+        `az resource list` and `az identity list` read), or None when the path is none of them."""
+        if lower == ["subscriptions"]:
+            return self.world.subscriptions()
+        if lower == ["tenants"]:
+            return self.world.tenants()
+        if len(lower) < 3 or lower[0] != "subscriptions":
+            return None
+        sub, rest = segments[1], lower[2:]
+        if rest == ["resourcegroups"]:
+            return self.world.list_resource_groups(sub)
+        if rest == ["resources"]:
+            return self.world.list_resources(sub, None, request.query.get("$filter"))
+        if len(rest) == 3 and rest[0] == "resourcegroups" and rest[2] == "resources":
+            return self.world.list_resources(sub, segments[3], request.query.get("$filter"))
+        if rest == ["providers", "microsoft.managedidentity", "userassignedidentities"]:
+            return self.world.list_identities(sub)
+        return None
 
     def _identities(self, request: Request, sub: str, rg: str, names: list[str]) -> Reply:
         method = request.method
@@ -526,13 +564,14 @@ class ArmService(Service):
         if fault and fault.kind == "concurrent_change":
             self.world.change_concurrently(sub, kind, rg, name, fault.identity, fault.system_assigned)
         if request.method == "GET":
+            if kind == VIRTUAL_MACHINES and "instanceview" in request.query.get("$expand", "").lower().split(","):
+                return Reply(200, self.world.get_machine_with_instance_view(sub, rg, name))
             return Reply(200, self.world.get_machine(sub, kind, rg, name))
-        if request.method != "PATCH":
+        if request.method not in ("PATCH", "PUT"):
             raise _method_not_allowed(request)
         fails = bool(fault and fault.kind == "operation_failed")
-        body, operation_id = self.world.update_machine(
-            sub, kind, rg, name, _object(request), request.headers.get("If-Match"), fails
-        )
+        write = self.world.update_machine if request.method == "PATCH" else self.world.replace_machine
+        body, operation_id = write(sub, kind, rg, name, _object(request), request.headers.get("If-Match"), fails)
         base = f"https://{request.headers.get('Host')}"
         status_url = (
             f"{base}/subscriptions/{seed.SUBSCRIPTION_ID}/providers/Microsoft.Compute/locations/{body['location']}"
@@ -602,20 +641,49 @@ def _object(request: Request) -> dict[str, Any]:
 
 def _cloud_metadata(base: str) -> dict[str, Any]:
     """This Resource Manager's endpoints, in the shape Azure serves at /metadata/endpoints?api-version=2022-09-01
-    (fields as hashicorp/go-azure-sdk sdk/environments/metadata reads them); the audiences are the ones its
-    tokens are checked against."""
+    (the public cloud's answer as recorded in kubernetes-sigs/cloud-provider-azure's and pulumi-azure-native's
+    metadata tests; `az cloud register --endpoint-resource-manager` reads it all, azure-cli core/cloud.py
+    _arm_to_cli_mapper); the audiences are the ones its tokens are checked against. The other endpoints are the
+    public cloud's: nothing here calls them."""
     return {
         "name": "ProvisionEmulator",
         "resourceManager": base,
         "portal": "https://portal.azure.com",
         "authentication": {
             "loginEndpoint": "https://login.microsoftonline.com",
-            "audiences": [seed.ARM_AUDIENCE],
+            "audiences": list(MANAGEMENT_AUDIENCES),
             "tenant": "common",
             "identityProvider": "AAD",
         },
+        "media": "https://rest.media.azure.net",
+        "graphAudience": "https://graph.windows.net/",
+        "graph": "https://graph.windows.net/",
+        "batch": "https://batch.core.windows.net/",
+        "activeDirectoryDataLake": "https://datalake.azure.net/",
+        "sqlManagement": "https://management.core.windows.net:8443/",
+        "microsoftGraphResourceId": "https://graph.microsoft.com/",
+        "appInsightsResourceId": "https://api.applicationinsights.io",
+        "appInsightsTelemetryChannelResourceId": "https://dc.applicationinsights.azure.com/v2/track",
+        "attestationResourceId": "https://attest.azure.net",
+        "synapseAnalyticsResourceId": "https://dev.azuresynapse.net",
+        "logAnalyticsResourceId": "https://api.loganalytics.io",
         "ossrDbmsResourceId": seed.DATABASE_AUDIENCE,
-        "suffixes": {"postgresqlServerEndpoint": "postgres.database.azure.com"},
+        "suffixes": {
+            "azureDataLakeStoreFileSystem": "azuredatalakestore.net",
+            "acrLoginServer": "azurecr.io",
+            "sqlServerHostname": "database.windows.net",
+            "azureDataLakeAnalyticsCatalogAndJob": "azuredatalakeanalytics.net",
+            "keyVaultDns": "vault.azure.net",
+            "storage": "core.windows.net",
+            "azureFrontDoorEndpointSuffix": "azurefd.net",
+            "storageSyncEndpointSuffix": "afs.azure.net",
+            "mhsmDns": "managedhsm.azure.net",
+            "mysqlServerEndpoint": "mysql.database.azure.com",
+            "postgresqlServerEndpoint": "postgres.database.azure.com",
+            "mariadbServerEndpoint": "mariadb.database.azure.com",
+            "synapseAnalytics": "dev.azuresynapse.net",
+            "attestationEndpoint": "attest.azure.net",
+        },
     }
 
 

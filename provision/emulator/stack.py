@@ -89,6 +89,23 @@ def start(
     return stack
 
 
+AZ_CLOUD_NAME = "ProvisionEmulator"
+
+
+def _az_exports(directory: Path) -> dict[str, str]:
+    """What the real Azure CLI needs to use this stack and nothing else: its own configuration directory (so a
+    user's az login is neither used nor changed), no telemetry, no survey prompts, errors only. azure-cli reads any
+    `core` setting from AZURE_CORE_<NAME> (learn.microsoft.com/cli/azure/azure-cli-configuration). Then
+    `az cloud register -n ProvisionEmulator --endpoint-resource-manager "$PROVISION_ARM_ENDPOINT"`,
+    `az cloud set -n ProvisionEmulator` and `az login --identity` sign it in (README)."""
+    return {
+        "AZURE_CONFIG_DIR": str(directory / "az"),
+        "AZURE_CORE_COLLECT_TELEMETRY": "false",
+        "AZURE_CORE_SURVEY_MESSAGE": "false",
+        "AZURE_CORE_ONLY_SHOW_ERRORS": "true",
+    }
+
+
 def _lock(directory: Path) -> Callable[[], None]:
     """Take DIR's lock before anything in DIR is written, or refuse: a second stack on the same directory
     would replace the first one's database files and rewire its gateway. Returns the release."""
@@ -128,6 +145,7 @@ def _start_services(
         AZURE_POD_IDENTITY_AUTHORITY_HOST=f"http://{url_host}:{imds_server.port}",
         PGSSLROOTCERT=str(authority.ca_path),
         PROVISION_EMULATOR_DIR=str(directory),
+        **_az_exports(directory),
     )
     servers = databases.start(
         directory,

@@ -182,6 +182,54 @@ class Machine:
     def etag(self) -> str:
         return f'"{self.version}"'
 
+    def instance_view(self) -> dict[str, Any]:
+        """A VM's instance view, in the shape of Virtual Machines - Instance View
+        (learn.microsoft.com/rest/api/compute/virtual-machines/instance-view, "Get Virtual Machine Instance View"):
+        the provisioning state as a status, and the power state that `az vm show -d` and `az vm list -d` read."""
+        now = _iso(time.time())
+        state = self.provisioning_state
+        return {
+            "computerName": self.name,
+            "osName": "ubuntu",
+            "osVersion": "22.04",
+            "vmAgent": {
+                "vmAgentVersion": "2.10.0.8",
+                "statuses": [
+                    {
+                        "code": "ProvisioningState/succeeded",
+                        "level": "Info",
+                        "displayStatus": "Ready",
+                        "message": "Guest Agent is running",
+                        "time": now,
+                    }
+                ],
+                "extensionHandlers": [],
+            },
+            "disks": [
+                {
+                    "name": _os_disk_name(self),
+                    "statuses": [
+                        {
+                            "code": "ProvisioningState/succeeded",
+                            "level": "Info",
+                            "displayStatus": "Provisioning succeeded",
+                            "time": now,
+                        }
+                    ],
+                }
+            ],
+            "hyperVGeneration": "V2",
+            "statuses": [
+                {
+                    "code": f"ProvisioningState/{state.lower()}",
+                    "level": "Error" if state == "Failed" else "Info",
+                    "displayStatus": "Provisioning succeeded" if state == "Succeeded" else state,
+                    "time": now,
+                },
+                {"code": "PowerState/running", "level": "Info", "displayStatus": "VM running"},
+            ],
+        }
+
     def effective_identity(self) -> IdentityState:
         """The identities the machine really has: an update counts once its operation has ended."""
         return self.operation.previous if self.operation else self.identity
@@ -207,7 +255,7 @@ class Machine:
             body["identity"] = identity
         properties: dict[str, Any] = {"provisioningState": self.provisioning_state}
         if self.kind == VIRTUAL_MACHINES:
-            properties.update(vmId=self.unique_id, hardwareProfile={"vmSize": "Standard_D2s_v3"})
+            properties.update(vmId=self.unique_id, **_vm_profiles(self))
         else:
             body["sku"] = {"name": "Standard_D2s_v3", "tier": "Standard", "capacity": 2}
             properties.update(uniqueId=self.unique_id, upgradePolicy={"mode": self.upgrade_mode or "Manual"})
@@ -318,7 +366,71 @@ class World:
             "tenantId": seed.TENANT_ID,
             "displayName": "provision emulator",
             "state": "Enabled",
+            # The rest of a Subscriptions - Get answer (learn.microsoft.com/rest/api/resources/subscriptions/get).
+            "authorizationSource": "RoleBased",
+            "managedByTenants": [],
+            "subscriptionPolicies": {
+                "locationPlacementId": "Public_2014-09-01",
+                "quotaId": "PayAsYouGo_2014-09-01",
+                "spendingLimit": "Off",
+            },
         }
+
+    def subscriptions(self) -> dict[str, Any]:
+        """Subscriptions - List (learn.microsoft.com/rest/api/resources/subscriptions/list): what `az login` lists."""
+        return {
+            "value": [self.subscription(seed.SUBSCRIPTION_ID)],
+            "count": {"type": "Total", "value": 1},
+        }
+
+    def tenants(self) -> dict[str, Any]:
+        """Tenants - List (learn.microsoft.com/rest/api/resources/tenants/list)."""
+        return {
+            "value": [
+                {
+                    "id": f"/tenants/{seed.TENANT_ID}",
+                    "tenantId": seed.TENANT_ID,
+                    "tenantCategory": "Home",
+                    "countryCode": "US",
+                    "displayName": "provision emulator",
+                    "domains": ["provision-emulator.onmicrosoft.com"],
+                    "defaultDomain": "provision-emulator.onmicrosoft.com",
+                    "tenantType": "AAD",
+                }
+            ],
+            "count": {"type": "Total", "value": 1},
+        }
+
+    def list_resource_groups(self, subscription: str) -> dict[str, Any]:
+        """Resource Groups - List (learn.microsoft.com/rest/api/resources/resource-groups/list)."""
+        with self._lock:
+            self.check_scope(subscription)
+            return {"value": [self.resource_group(subscription, rg) for rg in sorted(self.resource_groups)]}
+
+    def list_resources(
+        self, subscription: str, resource_group: str | None = None, odata_filter: str | None = None
+    ) -> dict[str, Any]:
+        """Resources - List (learn.microsoft.com/rest/api/resources/resources/list): every emulated resource of the
+        subscription or of one group, as id, name, type, location and tags, narrowed by a `$filter` of the
+        `field eq 'value'` terms joined by `and` that `az resource list` sends."""
+        wanted_fields = _resource_filter(odata_filter)
+        with self._lock:
+            self._settle()
+            self.check_scope(subscription, resource_group)
+            bodies = [i.to_arm() for i in self.identities.values()]
+            for machine in self.machines.values():
+                bodies.append(machine.to_arm())
+                if machine.kind == VIRTUAL_MACHINES:
+                    bodies.append(_network_interface(machine))
+            wanted = None if resource_group is None else f"/resourcegroups/{resource_group.lower()}/"
+            return {
+                "value": [
+                    {key: body[key] for key in ("id", "name", "type", "location", "tags")}
+                    for body in sorted(bodies, key=lambda b: b["id"].lower())
+                    if (wanted is None or wanted in body["id"].lower())
+                    and all(_resource_field(body, key).lower() == value.lower() for key, value in wanted_fields.items())
+                ]
+            }
 
     def resource_group(self, subscription: str, resource_group: str) -> dict[str, Any]:
         with self._lock:
@@ -364,10 +476,15 @@ class World:
         with self._lock:
             return self._identity(subscription, resource_group, name).to_arm()
 
-    def list_identities(self, subscription: str, resource_group: str) -> dict[str, Any]:
+    def list_identities(self, subscription: str, resource_group: str | None = None) -> dict[str, Any]:
+        """A group's identities, or the subscription's (User Assigned Identities - List By Subscription)."""
         with self._lock:
             self.check_scope(subscription, resource_group)
-            found = [i for (rg, _), i in sorted(self.identities.items()) if rg == resource_group.lower()]
+            found = [
+                i
+                for (rg, _), i in sorted(self.identities.items())
+                if resource_group is None or rg == resource_group.lower()
+            ]
             return {"value": [i.to_arm() for i in found]}
 
     def put_identity(
@@ -489,6 +606,51 @@ class World:
         with self._lock:
             self._settle()
             return self._machine(subscription, kind, resource_group, name).to_arm()
+
+    def machine_instance_view(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
+        with self._lock:
+            self._settle()
+            return self._machine(subscription, VIRTUAL_MACHINES, resource_group, name).instance_view()
+
+    def get_machine_with_instance_view(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
+        """A VM read with `$expand=instanceView`: the instance view inside its properties."""
+        with self._lock:
+            self._settle()
+            machine = self._machine(subscription, VIRTUAL_MACHINES, resource_group, name)
+            body = machine.to_arm()
+            body["properties"]["instanceView"] = machine.instance_view()
+            return body
+
+    def network_interface(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
+        """The network interface of an emulated VM (each VM has one, named as `az vm create` names it)."""
+        with self._lock:
+            self.check_scope(subscription, resource_group)
+            for machine in self.machines.values():
+                if machine.kind == VIRTUAL_MACHINES and machine.resource_group.lower() == resource_group.lower():
+                    body = _network_interface(machine)
+                    if body["name"].lower() == name.lower():
+                        return body
+            raise _not_found("Microsoft.Network/networkInterfaces", name, resource_group)
+
+    def replace_machine(
+        self,
+        subscription: str,
+        kind: str,
+        resource_group: str,
+        name: str,
+        body: dict[str, Any],
+        if_match: str | None,
+        fails: bool = False,
+    ) -> tuple[dict[str, Any], str]:
+        """A PUT of an existing machine: the body is the whole resource, so its tags replace the machine's and its
+        `identity` is authoritative, `type` and map alike (an identity the map leaves out is removed), as ARM's
+        PUT replaces what PATCH merges (learn.microsoft.com/rest/api/compute/virtual-machines/create-or-update)."""
+        with self._lock:
+            self._settle()
+            machine = self._machine(subscription, kind, resource_group, name)
+            return self.update_machine(
+                subscription, kind, resource_group, name, _put_as_patch(machine, body), if_match, fails
+            )
 
     def list_machines(self, subscription: str, kind: str, resource_group: str | None = None) -> dict[str, Any]:
         """A subscription's (or one group's) VMs or scale sets, as `{"value": [...]}` (one page: nextLink only
@@ -705,6 +867,147 @@ def _merge_identity(
             f"identity.type '{raw_type}' needs at least one entry in userAssignedIdentities.",
         )
     return state
+
+
+RESOURCE_FILTER_FIELDS = ("resourceGroup", "resourceType", "name", "location")
+
+
+def _resource_filter(odata_filter: str | None) -> dict[str, str]:
+    """`resourceGroup eq 'a' and resourceType eq 'b'` as {field: value}; other filters are refused, not ignored."""
+    fields: dict[str, str] = {}
+    for term in odata_filter.split(" and ") if odata_filter else []:
+        key, _, value = term.strip().partition(" eq ")
+        if key not in RESOURCE_FILTER_FIELDS or len(value) < 2 or value[0] != "'" or value[-1] != "'":
+            raise ArmError(
+                400,
+                "InvalidFilterInQueryString",
+                f"The emulator filters resources only by {', '.join(RESOURCE_FILTER_FIELDS)} (eq, joined by and),"
+                f" not by '{odata_filter}'.",
+            )
+        fields[key] = value[1:-1]
+    return fields
+
+
+def _resource_field(body: dict[str, Any], key: str) -> str:
+    if key == "resourceGroup":
+        return str(body["id"].split("/")[4])
+    return str(body["type" if key == "resourceType" else key])
+
+
+def _put_as_patch(machine: Machine, body: dict[str, Any]) -> dict[str, Any]:
+    """The PATCH with the same outcome as a PUT of `body`: no tags means none, and every identity the machine
+    has that the body's map leaves out is removed."""
+    patch = {**body, "tags": body.get("tags") or {}}
+    identity = body.get("identity")
+    if isinstance(identity, dict) and isinstance(identity.get("userAssignedIdentities") or {}, dict):
+        given = identity.get("userAssignedIdentities") or {}
+        kept = {resource_id.lower() for resource_id in given}
+        dropped = {a.resource_id: None for key, a in machine.identity.user.items() if key not in kept}
+        patch["identity"] = {**identity, "userAssignedIdentities": {**dropped, **given}}
+    return patch
+
+
+def _os_disk_name(machine: Machine) -> str:
+    # `az vm create` names the disk {vm}_OsDisk_1_{32 hex digits}.
+    return f"{machine.name}_OsDisk_1_{machine.unique_id.replace('-', '')}"
+
+
+def _group_id(machine: Machine) -> str:
+    return f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourceGroups/{machine.resource_group}"
+
+
+def _network_interface_id(machine: Machine) -> str:
+    # `az vm create` names a VM's network interface {vm}VMNic.
+    return f"{_group_id(machine)}/providers/Microsoft.Network/networkInterfaces/{machine.name}VMNic"
+
+
+def _vm_profiles(machine: Machine) -> dict[str, Any]:
+    """A Linux VM's profiles as `az vm create --image Ubuntu2204` leaves them, in the shape of the REST spec's
+    "Get a virtual machine" example (learn.microsoft.com/rest/api/compute/virtual-machines/get)."""
+    disk = _os_disk_name(machine)
+    return {
+        "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+        "storageProfile": {
+            "imageReference": {
+                "publisher": "Canonical",
+                "offer": "0001-com-ubuntu-server-jammy",
+                "sku": "22_04-lts-gen2",
+                "version": "latest",
+                "exactVersion": "22.04.202404090",
+            },
+            "osDisk": {
+                "osType": "Linux",
+                "name": disk,
+                "createOption": "FromImage",
+                "caching": "ReadWrite",
+                "managedDisk": {
+                    "storageAccountType": "Premium_LRS",
+                    "id": f"{_group_id(machine)}/providers/Microsoft.Compute/disks/{disk}",
+                },
+                "deleteOption": "Detach",
+                "diskSizeGB": 30,
+            },
+            "dataDisks": [],
+            "diskControllerType": "SCSI",
+        },
+        "osProfile": {
+            "computerName": machine.name,
+            "adminUsername": "azureuser",
+            "linuxConfiguration": {
+                "disablePasswordAuthentication": True,
+                "provisionVMAgent": True,
+                "patchSettings": {"patchMode": "ImageDefault", "assessmentMode": "ImageDefault"},
+            },
+            "secrets": [],
+            "allowExtensionOperations": True,
+            "requireGuestProvisionSignal": True,
+        },
+        "networkProfile": {"networkInterfaces": [{"id": _network_interface_id(machine)}]},
+        "diagnosticsProfile": {"bootDiagnostics": {"enabled": True}},
+        "timeCreated": "2024-04-15T09:12:44.1234567+00:00",
+    }
+
+
+def _network_interface(machine: Machine) -> dict[str, Any]:
+    """A VM's network interface in the shape of Network Interfaces - Get
+    (learn.microsoft.com/rest/api/virtualnetwork/network-interfaces/get): one private address, no public one."""
+    nic_id = _network_interface_id(machine)
+    network = f"{_group_id(machine)}/providers/Microsoft.Network/virtualNetworks/{machine.name}VNET"
+    subnet = f"{network}/subnets/{machine.name}Subnet"
+    return {
+        "name": f"{machine.name}VMNic",
+        "id": nic_id,
+        "etag": f'W/"{machine.unique_id}"',
+        "type": "Microsoft.Network/networkInterfaces",
+        "location": machine.location,
+        "tags": {},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "resourceGuid": machine.unique_id,
+            "ipConfigurations": [
+                {
+                    "name": f"ipconfig{machine.name}",
+                    "id": f"{nic_id}/ipConfigurations/ipconfig{machine.name}",
+                    "type": "Microsoft.Network/networkInterfaces/ipConfigurations",
+                    "properties": {
+                        "provisioningState": "Succeeded",
+                        "privateIPAddress": "10.0.0.4",
+                        "privateIPAllocationMethod": "Dynamic",
+                        "subnet": {"id": subnet},
+                        "primary": True,
+                        "privateIPAddressVersion": "IPv4",
+                    },
+                }
+            ],
+            "dnsSettings": {"dnsServers": [], "appliedDnsServers": []},
+            "macAddress": "00-0D-3A-2B-4C-5D",
+            "primary": True,
+            "enableAcceleratedNetworking": False,
+            "enableIPForwarding": False,
+            "virtualMachine": {"id": machine.id},
+            "nicType": "Standard",
+        },
+    }
 
 
 def _key(resource: UserAssignedIdentity | Machine) -> Any:

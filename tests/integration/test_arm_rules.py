@@ -42,7 +42,8 @@ def test_metadata_endpoints_need_no_token_and_give_the_audience_the_tool_uses(fr
     with urllib.request.urlopen(f"{base}/metadata/endpoints?api-version=2022-09-01", context=context) as response:
         metadata = json.loads(response.read())
     assert metadata["resourceManager"] == base
-    assert metadata["authentication"]["audiences"] == [seed.ARM_AUDIENCE]
+    # Both, in the order Azure lists them: the tool and az ask for the first.
+    assert metadata["authentication"]["audiences"] == ["https://management.core.windows.net/", seed.ARM_AUDIENCE]
 
     mark = fresh_emulator.mark()
     result = fresh_emulator.run("identity", "show", "-g", RG, "-n", EXISTING)
