@@ -56,7 +56,7 @@ bench: install az $(AZPGAUTH)/bin/python ## Measure speed targets against the lo
 	@scripts/require-postgres
 	@scripts/isolated $(BIN)/python scripts/bench.py
 
-demo: install ## The whole walkthrough against the local Azure stack
+demo: install postgres ## The whole walkthrough against the local Azure stack (on the newest PostgreSQL)
 	@scripts/require-postgres
 	@scripts/isolated scripts/demo
 
