@@ -169,7 +169,7 @@ def request_token(resource: str, client_id: str | None = None) -> ManagedIdentit
             delay = retry_delay(failure, attempt, elapsed, limit)
             if delay is None:
                 if attempt > 1:
-                    failure.detail += f" (after {attempt} attempts in {elapsed:.0f} s)"
+                    log.warning("the metadata service gave no token in %d attempts over %.0f s", attempt, elapsed)
                 raise
             log.warning("%s; asking again in %.1f s", _retry_reason(failure, client_id), delay)
             budget.sleep(delay, "waiting to ask the metadata service for a token again")
@@ -178,11 +178,14 @@ def request_token(resource: str, client_id: str | None = None) -> ManagedIdentit
 
 def retry_delay(failure: TokenUnavailable, attempt: int, elapsed: float, limit: float) -> float | None:
     """How long to wait before asking again after `attempt` failed attempts, the first `elapsed` seconds
-    ago; None: give up. A Retry-After is honoured; the retries end `limit` seconds after the first attempt,
+    ago; None: give up. A longer Retry-After is honoured; the retries end `limit` seconds after the first attempt,
     and for "Identity not found" IDENTITY_NOT_FOUND_WINDOW seconds after it."""
     backoff = min(FIRST_RETRY_DELAY * 2 ** (attempt - 1), MAX_RETRY_DELAY)
     if failure.status in RETRIED_STATUSES:
-        delay = backoff if failure.retry_after is None else min(failure.retry_after, deadline.MAX_SINGLE_WAIT)
+        # A Retry-After may lengthen a wait, never shorten it: "Retry-After: 0" must not turn into a hammering.
+        delay = (
+            backoff if failure.retry_after is None else min(max(failure.retry_after, backoff), deadline.MAX_SINGLE_WAIT)
+        )
     elif failure.cause == "identity_not_found" and elapsed < IDENTITY_NOT_FOUND_WINDOW:
         delay = min(backoff, IDENTITY_NOT_FOUND_WINDOW - elapsed)
     else:
@@ -353,7 +356,7 @@ def _describe_identity(client_id: str | None) -> str:
 def _retry_reason(failure: TokenUnavailable, client_id: str | None) -> str:
     if failure.cause == "identity_not_found":
         return f"the metadata service does not serve the {_describe_identity(client_id)} (yet?)"
-    return f"the metadata service answered {failure.status}: {failure.detail}"
+    return f"the metadata service answered {failure.status} ({failure.message})"
 
 
 def _unavailable(
