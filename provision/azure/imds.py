@@ -2,7 +2,13 @@
 
 azure-identity's defaults wait 5-13 s (and up to minutes on a silent endpoint) before giving up when
 there is no metadata service, which is every machine that is not an Azure VM. The credential here
-uses short timeouts and one retry, so off Azure a token request fails within about 2 s.
+uses short timeouts and one connection retry, so off Azure a token request fails within about 2 s.
+
+A metadata service that answers but cannot serve yet is asked again, as Microsoft's guidance says
+(404, 410, 429 and 5xx, with exponential backoff), and so is "Identity not found" during the first
+IDENTITY_NOT_FOUND_WINDOW seconds: a freshly attached identity takes a while to reach IMDS, but a
+mistyped client id must not keep the caller waiting long. Every retry is logged, and all of them fit
+in the command's --timeout (a library caller without one: LIBRARY_RETRY_LIMIT).
 
 Tokens are cached in the process per (identity or credential, resource) and reused until 5 minutes
 before they expire: a process that opens many connections
@@ -23,6 +29,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from provision import deadline
 from provision.errors import CredentialError, InvalidInput
 
 if TYPE_CHECKING:
@@ -35,14 +42,33 @@ IMDS_ENDPOINT = "http://169.254.169.254"
 ENDPOINT_VARIABLE = "AZURE_POD_IDENTITY_AUTHORITY_HOST"
 
 # IMDS is a link-local address: a connection either opens at once or never. One retry covers a
-# dropped packet; a read timeout is not retried, since a second wait would double the delay.
+# dropped packet; a read timeout is not retried, since a second wait would double the delay. Answers
+# are not retried by azure-core (retry_status 0; azure-identity's ImdsRetryPolicy would wait up to 75 s
+# for a 410, unlogged and blind to --timeout): request_token retries them itself.
 CREDENTIAL_SETTINGS: dict[str, Any] = {
     "connection_timeout": 1.0,
     "read_timeout": 2.0,
     "retry_total": 1,
     "retry_read": 0,
+    "retry_status": 0,
     "retry_backoff_factor": 0.2,
 }
+
+# Microsoft Learn, "How to use managed identities for Azure resources on an Azure VM to acquire an access
+# token", Error handling and Retry guidance: retry 404 (IMDS endpoint is updating), 410 (IMDS is going through
+# updates, available again within 70 s), 429 (throttle limit reached) and 5xx (after at least 1 s), with
+# exponential backoff; other 4xx are not retried.
+RETRIED_STATUSES = frozenset({404, 410, 429, *range(500, 600)})
+FIRST_RETRY_DELAY = 1.0  # then 2, 4, 8, 16 s
+MAX_RETRY_DELAY = 16.0
+# A command retries within its --timeout, but not past the longest documented outage (a 410's 70 s).
+RETRY_LIMIT = 75.0
+# A library caller has no command budget: retries end within psycopg_pool's 30 s wait for a connection.
+LIBRARY_RETRY_LIMIT = 30.0
+# "Identity not found" is also what IMDS answers for a while after an identity is attached (Azure's
+# aad-pod-identity measured 10-20 s on VMs: https://azure.github.io/aad-pod-identity/docs/best-practices),
+# and for a wrong client id: it is retried for this long only.
+IDENTITY_NOT_FOUND_WINDOW = 10.0
 
 # Reuse a cached token only while it has at least this long to live (MSAL uses the same margin).
 MIN_VALIDITY = 300.0
@@ -90,14 +116,26 @@ class TokenClaims:
 
 
 class TokenUnavailable(CredentialError):
-    """IMDS gave no token. `cause` is a stable code: imds_unreachable, imds_throttled, identity_not_found,
-    identity_ambiguous, resource_unknown or imds_error; `detail` is what the metadata service or the
-    network said."""
+    """IMDS gave no token. `cause` is a stable code: imds_unreachable, imds_throttled, imds_updating,
+    identity_not_found, identity_ambiguous, resource_unknown or imds_error; `detail` is what the metadata
+    service or the network said; `status` the HTTP status of its last answer (None: no answer), and
+    `retry_after` the seconds that answer asked to wait, if it did."""
 
-    def __init__(self, message: str, *, cause: str, detail: str, hint: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: str,
+        detail: str,
+        hint: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, hint=hint)
         self.cause = cause
         self.detail = detail
+        self.status = status
+        self.retry_after = retry_after
 
 
 def resource_url(value: str, option: str = "--resource") -> str:
@@ -116,26 +154,72 @@ def endpoint() -> str:
 
 
 def request_token(resource: str, client_id: str | None = None) -> ManagedIdentityToken:
-    """Ask IMDS for a new token (no cache). Raises TokenUnavailable."""
+    """Ask IMDS for a new token (no cache), again while it answers that it cannot serve yet (see
+    retry_delay). Raises TokenUnavailable, or TimedOut when the command's budget is spent."""
+    budget = deadline.current() if deadline.current().bounded else deadline.Deadline(LIBRARY_RETRY_LIMIT)
+    limit = min(RETRY_LIMIT, budget.remaining())
+    log.info("requesting a token for %s from %s (%s)", resource, endpoint(), _describe_identity(client_id))
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return _request_once(resource, client_id, budget)
+        except TokenUnavailable as failure:
+            elapsed = time.monotonic() - started
+            delay = retry_delay(failure, attempt, elapsed, limit)
+            if delay is None:
+                if attempt > 1:
+                    log.warning("the metadata service gave no token in %d attempts over %.0f s", attempt, elapsed)
+                raise
+            log.warning("%s; asking again in %.1f s", _retry_reason(failure, client_id), delay)
+            budget.sleep(delay, "waiting to ask the metadata service for a token again")
+            attempt += 1
+
+
+def retry_delay(failure: TokenUnavailable, attempt: int, elapsed: float, limit: float) -> float | None:
+    """How long to wait before asking again after `attempt` failed attempts, the first `elapsed` seconds
+    ago; None: give up. A longer Retry-After is honoured; the retries end `limit` seconds after the first attempt,
+    and for "Identity not found" IDENTITY_NOT_FOUND_WINDOW seconds after it."""
+    backoff = min(FIRST_RETRY_DELAY * 2 ** (attempt - 1), MAX_RETRY_DELAY)
+    if failure.status in RETRIED_STATUSES:
+        # A Retry-After may lengthen a wait, never shorten it: "Retry-After: 0" must not turn into a hammering.
+        delay = (
+            backoff if failure.retry_after is None else min(max(failure.retry_after, backoff), deadline.MAX_SINGLE_WAIT)
+        )
+    elif failure.cause == "identity_not_found" and elapsed < IDENTITY_NOT_FOUND_WINDOW:
+        delay = min(backoff, IDENTITY_NOT_FOUND_WINDOW - elapsed)
+    else:
+        return None
+    return delay if elapsed + delay <= limit else None
+
+
+def _request_once(resource: str, client_id: str | None, budget: deadline.Deadline) -> ManagedIdentityToken:
     from azure.core.exceptions import ClientAuthenticationError
     from azure.identity import ManagedIdentityCredential
 
+    budget.check("waiting for the metadata service")
+    settings = {
+        **CREDENTIAL_SETTINGS,
+        "connection_timeout": budget.cap(CREDENTIAL_SETTINGS["connection_timeout"]),
+        "read_timeout": budget.cap(CREDENTIAL_SETTINGS["read_timeout"]),
+    }
     scope = resource + "/.default"  # azure-identity strips "/.default" again: IMDS sees the resource as given
-    log.info("requesting a token for %s from %s (%s)", resource, endpoint(), _describe_identity(client_id))
     obtained_at = time.time()
-    # azure-identity hands IMDS's answer to MSAL, which keeps only the body: the status codes are seen
-    # here, through azure-core's per-response hook, so that a 429 can be told apart from a refusal.
-    statuses: list[int] = []
-    # A new credential per request: its MSAL cache would hand back a token we decided to replace.
+    # azure-identity hands IMDS's answer to MSAL, which keeps only the body: the status codes (and a
+    # Retry-After) are seen here, through azure-core's per-response hook, so that a 429 or a 410 can be
+    # told apart from a refusal.
+    responses: list[Any] = []
+    # A new credential per request: its MSAL cache would hand back a token we decided to replace, and its
+    # MSAL client would answer a repeated request after a 429 or 5xx from its throttling cache.
     try:
         with ManagedIdentityCredential(
             client_id=client_id,
-            raw_response_hook=lambda response: statuses.append(response.http_response.status_code),
-            **CREDENTIAL_SETTINGS,
+            raw_response_hook=lambda response: responses.append(response.http_response),
+            **settings,
         ) as credential:
             access = credential.get_token(scope)
     except ClientAuthenticationError as error:
-        raise _unavailable(error, resource, client_id, statuses[-1] if statuses else None) from error
+        raise _unavailable(error, resource, client_id, responses[-1] if responses else None, settings) from error
     log.info("got a token for %s, valid for %d s", resource, access.expires_on - obtained_at)
     return ManagedIdentityToken(access.token, int(access.expires_on), obtained_at, resource, client_id)
 
@@ -269,7 +353,15 @@ def _describe_identity(client_id: str | None) -> str:
     return f"managed identity with client id {client_id}" if client_id else "system-assigned identity"
 
 
-def _unavailable(error: Exception, resource: str, client_id: str | None, status: int | None) -> TokenUnavailable:
+def _retry_reason(failure: TokenUnavailable, client_id: str | None) -> str:
+    if failure.cause == "identity_not_found":
+        return f"the metadata service does not serve the {_describe_identity(client_id)} (yet?)"
+    return f"the metadata service answered {failure.status} ({failure.message})"
+
+
+def _unavailable(
+    error: Exception, resource: str, client_id: str | None, response: Any, settings: dict[str, Any]
+) -> TokenUnavailable:
     from azure.core.exceptions import (
         ServiceRequestError,
         ServiceRequestTimeoutError,
@@ -279,11 +371,11 @@ def _unavailable(error: Exception, resource: str, client_id: str | None, status:
 
     where = endpoint()
     network_error = error.__cause__
-    if isinstance(network_error, (ServiceRequestError, ServiceResponseError)):
+    if response is None and isinstance(network_error, (ServiceRequestError, ServiceResponseError)):
         if isinstance(network_error, ServiceRequestTimeoutError):
-            detail = f"no connection within {CREDENTIAL_SETTINGS['connection_timeout']:g} s"
+            detail = f"no connection within {settings['connection_timeout']:g} s"
         elif isinstance(network_error, ServiceResponseTimeoutError):
-            detail = f"connected, but no answer within {CREDENTIAL_SETTINGS['read_timeout']:g} s"
+            detail = f"connected, but no answer within {settings['read_timeout']:g} s"
         else:
             errno = re.search(r"\[Errno -?\d+\][^'\"]*", str(network_error))
             detail = errno[0].strip() if errno else _first_line(str(network_error))
@@ -294,6 +386,9 @@ def _unavailable(error: Exception, resource: str, client_id: str | None, status:
             hint="Managed identity tokens come from the metadata service of an Azure VM or scale set instance."
             " This machine is not one, or a firewall or proxy blocks 169.254.169.254.",
         )
+    status = response.status_code if response is not None else None
+    retry_after = _seconds(response.headers.get("Retry-After")) if response is not None else None
+    answered: dict[str, Any] = {"status": status, "retry_after": retry_after}
     match = _TOKEN_REQUEST_ERROR.search(str(error))
     code, description = (match["code"], match["description"].strip()) if match else ("", _first_line(str(error)))
     detail = f"({code}) {description}" if code else description
@@ -307,7 +402,19 @@ def _unavailable(error: Exception, resource: str, client_id: str | None, status:
             detail=f"HTTP 429 from {where}",
             hint="IMDS limits how many token requests a VM may make per second; provision asks once per process"
             " and identity, so other processes on this VM are asking at the same time.",
+            **answered,
         )
+    if status == 410:
+        # "410: IMDS is going through updates; IMDS will be available within 70 seconds" (the same page).
+        return TokenUnavailable(
+            "the metadata service is being updated (410); try again in a minute",
+            cause="imds_updating",
+            detail=f"HTTP 410 from {where}: {detail}",
+            hint="Azure updates a VM's metadata service now and then; it answers again within 70 seconds.",
+            **answered,
+        )
+    # Said after a wrong client id, and for a while after the identity is attached (IDENTITY_NOT_FOUND_WINDOW).
+    just_attached = " If it was attached in the last minute, the metadata service may not serve it yet: try again."
     if code == "invalid_request" and "identity not found" in description.lower():
         if client_id:
             return TokenUnavailable(
@@ -315,13 +422,15 @@ def _unavailable(error: Exception, resource: str, client_id: str | None, status:
                 cause="identity_not_found",
                 detail=detail,
                 hint="Check the client id (`provision identity show -g RG -n NAME`) and attach the identity"
-                " to the VM (`provision identity assign -g RG -n NAME --vm VM`).",
+                " to the VM (`provision identity assign -g RG -n NAME --vm VM`)." + just_attached,
+                **answered,
             )
         return TokenUnavailable(
             "this VM has no system-assigned managed identity",
             cause="identity_not_found",
             detail=detail,
-            hint="Pass --client-id with the client id of a user-assigned identity attached to this VM.",
+            hint="Pass --client-id with the client id of a user-assigned identity attached to this VM." + just_attached,
+            **answered,
         )
     if code == "invalid_request" and "multiple user assigned identities" in description.lower():
         return TokenUnavailable(
@@ -329,6 +438,7 @@ def _unavailable(error: Exception, resource: str, client_id: str | None, status:
             cause="identity_ambiguous",
             detail=detail,
             hint="Pass --client-id with the client id of one of the VM's identities.",
+            **answered,
         )
     if code == "invalid_resource":
         return TokenUnavailable(
@@ -336,13 +446,23 @@ def _unavailable(error: Exception, resource: str, client_id: str | None, status:
             cause="resource_unknown",
             detail=detail,
             hint="The database resource depends on the Azure cloud: pick the server's cloud with --cloud.",
+            **answered,
         )
     return TokenUnavailable(
         f"the Azure Instance Metadata Service at {where} returned no token for the {_describe_identity(client_id)}",
         cause="imds_error",
         detail=detail,
         hint="Retry in a minute; the metadata service can be briefly unavailable while the VM's identities change.",
+        **answered,
     )
+
+
+def _seconds(value: str | None) -> float | None:
+    """A Retry-After in seconds; None for anything else (an HTTP date falls back to the backoff)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _first_line(text: str) -> str:

@@ -50,8 +50,8 @@ ADMIN_HELP = {
     "GET /_emulator/faults": "the active faults with the count each has left",
     "POST /_emulator/faults": "add a fault: {kind, service, method, path, count, seconds, retry_after, identity}",
     "DELETE /_emulator/faults": "remove every fault",
-    "GET /_emulator/settings": "operation_seconds, token_lifetime",
-    "PATCH /_emulator/settings": "change operation_seconds and/or token_lifetime",
+    "GET /_emulator/settings": "operation_seconds, token_lifetime, imds_identity_delay",
+    "PATCH /_emulator/settings": "change operation_seconds, token_lifetime and/or imds_identity_delay",
     "GET /_emulator/requests?since=N&limit=M": "recorded requests from number N on (at most M), and the next mark",
     "GET /_emulator/role-assignments": "every role assignment: {principal (object id), role, scope}",
     "POST /_emulator/role-assignments": "grant: {principal, role, scope} (a built-in role; reset restores the seed's)",
@@ -142,6 +142,7 @@ FAULT_KINDS = {
     "latency": "wait `seconds` (default 1) before answering normally",
     "throttle": "429 TooManyRequests with Retry-After: `retry_after` (default 1)",
     "server_error": "500 InternalServerError",
+    "updating": "410 Gone: the metadata service is being updated (imds only)",
     "conflict": "409 with Azure's wording for `code` (default AnotherOperationInProgress; see CONFLICTS)",
     "operation_failed": "the operation this PATCH starts ends Failed and the earlier identities come back",
     "drop": "close the connection without an answer (the request is not carried out)",
@@ -211,6 +212,7 @@ class Faults:
             fault.seconds, fault.retry_after = float(fault.seconds), int(fault.retry_after)
             valid = (
                 fault.service in ("arm", "imds")
+                and (fault.kind != "updating" or fault.service == "imds")
                 and (fault.count is None or fault.count > 0)
                 and fault.seconds >= 0
                 and fault.code in CONFLICTS
@@ -275,6 +277,10 @@ class Service:
         """An answer to an admin request, or None when this service has no admin routes."""
         return None
 
+    def fault_reply(self, fault: Fault) -> Reply | None:
+        """The answer a fault gives instead of this service's, if it gives one, in this service's shape."""
+        return _fault_reply(fault)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -317,7 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        reply = (fault and _fault_reply(fault)) or _guarded(service.handle, request, fault)
+        reply = (fault and service.fault_reply(fault)) or _guarded(service.handle, request, fault)
         if fault and fault.kind == "retry_after":
             reply.headers["Retry-After"] = str(fault.retry_after)
         self.server.log.record({**entry, "status": reply.status})
@@ -618,9 +624,15 @@ class ArmService(Service):
 
 
 def _settings(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict) or not set(body) <= {"operation_seconds", "token_lifetime"}:
-        raise ValueError("settings are operation_seconds (>= 0) and token_lifetime (> 0 seconds)")
+    if not isinstance(body, dict) or not set(body) <= {"operation_seconds", "token_lifetime", "imds_identity_delay"}:
+        raise ValueError(
+            "settings are operation_seconds (>= 0), token_lifetime (> 0 seconds) and imds_identity_delay (>= 0)"
+        )
     settings: dict[str, Any] = {}
+    if "imds_identity_delay" in body:
+        settings["imds_identity_delay"] = float(body["imds_identity_delay"])
+        if settings["imds_identity_delay"] < 0:
+            raise ValueError("imds_identity_delay must be >= 0")
     if "operation_seconds" in body:
         settings["operation_seconds"] = float(body["operation_seconds"])
         if settings["operation_seconds"] < 0:

@@ -6,9 +6,20 @@
 
 azure-identity and MSAL find it through AZURE_POD_IDENTITY_AUTHORITY_HOST. Errors have the real
 service's shape, `{"error": ..., "error_description": ...}`.
+
+A newly attached user-assigned identity is not served at once: for `imds_identity_delay` seconds (a setting
+in /_emulator/settings, 0 unless set) after the update that attached it ends, a token request for it is
+answered 400 "Identity not found", as for an identity the VM does not have. Azure's own aad-pod-identity
+documents 10-20 s on a VM and 40-60 s on a scale set between an assignment and the identity being usable
+(https://azure.github.io/aad-pod-identity/docs/best-practices, "Retry on token retrieval"), and MSAL's IMDS
+retry specification lists "Identity Not Found" among the answers to retry (AzureAD/microsoft-authentication-
+library-for-dotnet, docs/imds_retry_based_on_errors.md). The default is 0 so that tests and the demo that
+attach and then log in at once stay fast; set 15 for a realistic VM.
 """
 
 from __future__ import annotations
+
+import time
 
 from provision.cloud import CLOUDS
 from provision.emulator import seed
@@ -35,11 +46,30 @@ class ImdsError(Exception):
         self.reply = Reply(status, {"error": error, "error_description": description})
 
 
+# The injectable faults in the metadata service's own error shape. The status codes and reasons are
+# Microsoft Learn's ("How to use managed identities for Azure resources on an Azure VM to acquire an access
+# token", Error handling: 410 "IMDS is going through updates", 429 "IMDS Throttle limit reached", 500
+# "unknown" / "Failed to retrieve token from the Active directory"); no recorded 410 or 429 body was found,
+# so their `error` values are the emulator's.
+FAULT_ERRORS = {
+    "updating": (410, "service_updating", "IMDS is going through updates. It will be available within 70 seconds."),
+    "throttle": (429, "too_many_requests", "IMDS Throttle limit reached. Retry with exponential backoff."),
+    "server_error": (500, "unknown", "Failed to retrieve token from the Active directory."),
+}
+
+
 class ImdsService(Service):
     name = "imds"
 
     def __init__(self, authority: Authority, world: World) -> None:
         self.authority, self.world = authority, world
+
+    def fault_reply(self, fault: Fault) -> Reply | None:
+        if fault.kind not in FAULT_ERRORS:
+            return None
+        status, error, description = FAULT_ERRORS[fault.kind]
+        headers = {"Retry-After": str(fault.retry_after)} if fault.kind == "throttle" else {}
+        return Reply(status, {"error": error, "error_description": description}, headers)
 
     def handle(self, request: Request, fault: Fault | None) -> Reply:
         try:
@@ -88,7 +118,8 @@ class ImdsService(Service):
 
     def _select(self, query: dict[str, str]) -> ManagedIdentity:
         """The identity a token request names, from myVM's point of view."""
-        system, user = self.world.vm_identities()
+        delay = self.world.configure()["imds_identity_delay"]
+        system, user = self.world.vm_identities(attached_before=time.time() - delay)
         named = {name: query[name] for name in SELECTORS if query.get(name)}
         if len(named) > 1:
             raise ImdsError(400, "invalid_request", "Only one of client_id, object_id or msi_res_id may be given")

@@ -123,6 +123,7 @@ class Assignment:
     resource_id: str
     client_id: str
     principal_id: str
+    attached_at: float = 0.0  # when the update that attached it ended (0: from the start)
 
 
 @dataclass
@@ -289,6 +290,7 @@ class World:
     def _seed(self) -> None:
         self.operation_seconds = self.default_operation_seconds
         self.token_lifetime = self.default_token_lifetime
+        self.imds_identity_delay = 0.0  # see ImdsService: tests and the demo want a new identity served at once
         self.resource_groups = {g.lower(): g for g in (seed.RESOURCE_GROUP, seed.SHARED_RESOURCE_GROUP)}
         existing = UserAssignedIdentity(
             seed.RESOURCE_GROUP,
@@ -341,13 +343,24 @@ class World:
         for listener in listeners:
             listener()
 
-    def configure(self, operation_seconds: float | None = None, token_lifetime: int | None = None) -> dict[str, Any]:
+    def configure(
+        self,
+        operation_seconds: float | None = None,
+        token_lifetime: int | None = None,
+        imds_identity_delay: float | None = None,
+    ) -> dict[str, Any]:
         with self._lock:
             if operation_seconds is not None:
                 self.operation_seconds = operation_seconds
             if token_lifetime is not None:
                 self.token_lifetime = token_lifetime
-            return {"operation_seconds": self.operation_seconds, "token_lifetime": self.token_lifetime}
+            if imds_identity_delay is not None:
+                self.imds_identity_delay = imds_identity_delay
+            return {
+                "operation_seconds": self.operation_seconds,
+                "token_lifetime": self.token_lifetime,
+                "imds_identity_delay": self.imds_identity_delay,
+            }
 
     # -- subscription and resource groups ------------------------------------------------------------
 
@@ -741,15 +754,21 @@ class World:
                 machine.tags["changedBy"] = "someone-else"
             machine.version += 1
 
-    def vm_identities(self) -> tuple[ManagedIdentity | None, list[ManagedIdentity]]:
+    def vm_identities(
+        self, attached_before: float | None = None
+    ) -> tuple[ManagedIdentity | None, list[ManagedIdentity]]:
         """What the Instance Metadata Service of myVM can issue tokens for: its system-assigned identity
-        and the user-assigned identities attached to it that still exist."""
+        and the user-assigned identities attached to it (before `attached_before`, if given) that still exist."""
         with self._lock:
             self._settle()
             vm = self.machines[(VIRTUAL_MACHINES, seed.RESOURCE_GROUP.lower(), seed.VM_NAME.lower())]
             state = vm.effective_identity()
             by_id = {i.id.lower(): i for i in self.identities.values()}
-            user = [by_id[key].managed_identity() for key in state.user if key in by_id]
+            user = [
+                by_id[key].managed_identity()
+                for key, assignment in state.user.items()
+                if key in by_id and (attached_before is None or assignment.attached_at <= attached_before)
+            ]
             return state.system, user
 
     def _machine(self, subscription: str, kind: str, resource_group: str, name: str) -> Machine:
@@ -822,6 +841,9 @@ class World:
             else:
                 operation.status = "Succeeded"
                 machine.provisioning_state = "Succeeded"
+                for key, assignment in machine.identity.user.items():
+                    if key not in operation.previous.user:
+                        assignment.attached_at = operation.ends
 
 
 def _merge_identity(

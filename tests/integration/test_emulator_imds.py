@@ -3,6 +3,8 @@ and raw HTTP where the wire shape matters."""
 
 from __future__ import annotations
 
+import time
+
 import jwt
 import pytest
 import requests
@@ -231,3 +233,73 @@ def test_a_database_token_is_refused_by_resource_manager(env):
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "InvalidAuthenticationTokenAudience"
+
+
+# -- IMDS's habits: a new identity is served late; 410, 429 and 500 on demand -----------------------------
+
+
+def set_identity_delay(emulator, seconds: float) -> None:
+    emulator.admin("PATCH", "settings", {"imds_identity_delay": seconds})
+
+
+def test_a_newly_attached_identity_is_not_found_for_the_delay(env, fresh_emulator):
+    set_identity_delay(fresh_emulator, 1.5)
+    created = create_identity(env, "id-late")
+    set_vm_identity(env, {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {created.id: {}}})
+
+    early = token_request(env, resource=seed.DATABASE_AUDIENCE, client_id=created.client_id)
+    # Identities attached before the update are served as ever.
+    existing = token_request(env, resource=seed.DATABASE_AUDIENCE, client_id=EXISTING_CLIENT_ID)
+    time.sleep(1.5)
+    late = token_request(env, resource=seed.DATABASE_AUDIENCE, client_id=created.client_id)
+
+    assert (early.status_code, early.json()) == (
+        400,
+        {"error": "invalid_request", "error_description": "Identity not found"},
+    )
+    assert existing.status_code == 200
+    assert late.status_code == 200 and late.json()["client_id"] == created.client_id
+
+
+def test_the_identity_delay_is_a_setting_that_reset_clears(fresh_emulator):
+    assert fresh_emulator.admin("GET", "settings")["imds_identity_delay"] == 0
+    set_identity_delay(fresh_emulator, 15)
+    assert fresh_emulator.admin("GET", "settings")["imds_identity_delay"] == 15
+    fresh_emulator.reset()
+    assert fresh_emulator.admin("GET", "settings")["imds_identity_delay"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "error"),
+    [("updating", 410, "service_updating"), ("throttle", 429, "too_many_requests"), ("server_error", 500, "unknown")],
+)
+def test_faults_answer_in_the_metadata_services_shape(env, fresh_emulator, kind, status, error):
+    fresh_emulator.fault(kind, "/metadata/identity/oauth2/token", service="imds", retry_after=3)
+
+    faulty = token_request(env, resource=seed.DATABASE_AUDIENCE)
+    after = token_request(env, resource=seed.DATABASE_AUDIENCE)
+
+    assert faulty.status_code == status
+    assert set(faulty.json()) == {"error", "error_description"} and faulty.json()["error"] == error
+    assert faulty.headers.get("Retry-After") == ("3" if kind == "throttle" else None)
+    assert after.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"imds_identity_delay": -1}, "imds_identity_delay must be >= 0"),
+        ({"imds_identity_delay": "soon"}, "could not convert"),
+        ({"identity_delay": 1}, "settings are operation_seconds"),
+    ],
+)
+def test_bad_identity_delays_are_refused(fresh_emulator, body, message):
+    with pytest.raises(AssertionError, match=message):
+        fresh_emulator.admin("PATCH", "settings", body)
+    assert fresh_emulator.admin("GET", "settings")["imds_identity_delay"] == 0
+
+
+def test_the_updating_fault_is_for_the_metadata_service_only(fresh_emulator):
+    with pytest.raises(AssertionError, match="InvalidFault"):
+        fresh_emulator.fault("updating", service="arm")
+    assert fresh_emulator.faults() == []

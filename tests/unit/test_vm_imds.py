@@ -17,6 +17,7 @@ import jwt
 import pytest
 
 import provision
+from provision import deadline
 from provision.azure import imds
 from provision.db.target import KEEPALIVES, system_trust_store
 from provision.errors import CredentialError, DatabaseError, InvalidInput
@@ -33,6 +34,7 @@ class FakeImds:
     def __init__(self) -> None:
         self.requests: list[dict[str, str]] = []
         self.reply: tuple[int, dict[str, Any]] | None = None  # None: a token
+        self.first_replies: list[tuple[int, dict[str, Any], dict[str, str]]] = []  # before `reply`, in order
         self.expires_in = 86399
         self.silent = threading.Event()  # set: accept, read, never answer
         fake = self
@@ -44,9 +46,15 @@ class FakeImds:
                 if fake.silent.is_set():
                     fake.released.wait(10)
                     return
-                status, body = fake.reply or (200, fake.token_response(query))
+                headers: dict[str, str] = {}
+                if fake.first_replies:
+                    status, body, headers = fake.first_replies.pop(0)
+                else:
+                    status, body = fake.reply or (200, fake.token_response(query))
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -86,12 +94,31 @@ class FakeImds:
 
 
 @pytest.fixture
-def fake_imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeImds]:
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every sleep, taken at once on a clock that jumps ahead by it: retry schedules without waiting."""
+    taken: list[float] = []
+    real_monotonic = time.monotonic
+
+    def sleep(seconds: float) -> None:
+        taken.append(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(time, "monotonic", lambda: real_monotonic() + sum(taken))
+    return taken
+
+
+@pytest.fixture
+def fake_imds(monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> Iterator[FakeImds]:
     fake = FakeImds()
     monkeypatch.setenv(imds.ENDPOINT_VARIABLE, fake.url)
     monkeypatch.setattr(imds, "_cache", imds.TokenCache())
+    monkeypatch.setattr(deadline, "_current", deadline.Deadline(None))
     yield fake
     fake.close()
+
+
+IDENTITY_NOT_FOUND = (400, {"error": "invalid_request", "error_description": "Identity not found"})
+SERVER_ERROR = (500, {"error": "unknown", "error_description": "Failed to retrieve token from the Active directory."})
 
 
 @pytest.fixture
@@ -225,8 +252,10 @@ def test_threads_asking_at_once_share_one_request(fake_imds: FakeImds) -> None:
 # -- failures --------------------------------------------------------------------------------------
 
 
-def test_unknown_client_id(fake_imds: FakeImds) -> None:
-    fake_imds.reply = (400, {"error": "invalid_request", "error_description": "Identity not found"})
+def test_unknown_client_id_is_given_up_on_after_the_window(
+    fake_imds: FakeImds, sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_imds.reply = IDENTITY_NOT_FOUND
 
     with pytest.raises(imds.TokenUnavailable) as raised:
         imds.access_token(RESOURCE, CLIENT_ID)
@@ -234,13 +263,35 @@ def test_unknown_client_id(fake_imds: FakeImds) -> None:
     assert raised.value.cause == "identity_not_found"
     assert f"no managed identity with client id {CLIENT_ID} is attached to this VM" in str(raised.value)
     assert "provision identity assign" in str(raised.value)
+    assert "attached in the last minute, the metadata service may not serve it yet" in str(raised.value)
     assert raised.value.detail == "(invalid_request) Identity not found"
-    assert len(fake_imds.requests) == 1
+    assert caplog.records[-1].getMessage() == "the metadata service gave no token in 5 attempts over 10 s"
+    # Asked at 0, 1, 3 and 7 s, and a last time when the window ends: a wrong client id costs 10 s.
+    assert len(fake_imds.requests) == 5
+    assert sleeps[:3] == [1.0, 2.0, 4.0] and sleeps[3] == pytest.approx(3.0, abs=0.5)
+    assert sum(sleeps) == pytest.approx(imds.IDENTITY_NOT_FOUND_WINDOW, abs=0.5)
     assert isinstance(raised.value, CredentialError)
 
 
+def test_a_freshly_attached_identity_is_waited_for(
+    fake_imds: FakeImds, sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_imds.first_replies = [(*IDENTITY_NOT_FOUND, {})] * 2
+
+    token = imds.access_token(RESOURCE, CLIENT_ID)
+
+    assert token.client_id == CLIENT_ID
+    assert len(fake_imds.requests) == 3 and sleeps == [1.0, 2.0]
+    progress = [r.getMessage() for r in caplog.records if r.name == "provision.azure.imds" and r.levelname == "WARNING"]
+    assert progress == [
+        f"the metadata service does not serve the managed identity with client id {CLIENT_ID} (yet?);"
+        f" asking again in {delay:.1f} s"
+        for delay in (1.0, 2.0)
+    ]
+
+
 def test_no_system_assigned_identity(fake_imds: FakeImds) -> None:
-    fake_imds.reply = (400, {"error": "invalid_request", "error_description": "Identity not found"})
+    fake_imds.reply = IDENTITY_NOT_FOUND
 
     with pytest.raises(imds.TokenUnavailable, match="this VM has no system-assigned managed identity") as raised:
         imds.access_token(RESOURCE)
@@ -274,15 +325,91 @@ def test_unknown_resource(fake_imds: FakeImds) -> None:
     assert "AADSTS500011" in raised.value.detail
 
 
-def test_server_error_is_retried_once(fake_imds: FakeImds) -> None:
-    fake_imds.reply = (500, {"error": "unknown_error", "error_description": "try later"})
+def test_a_server_error_is_asked_again_after_a_second(fake_imds: FakeImds, sleeps: list[float]) -> None:
+    # Our loop retries, with the backoff Microsoft asks for (azure-core's own status retries are off).
+    fake_imds.first_replies = [(*SERVER_ERROR, {})]
+
+    assert imds.access_token(RESOURCE, CLIENT_ID).client_id == CLIENT_ID
+    assert len(fake_imds.requests) == 2 and sleeps == [1.0]
+
+
+@pytest.mark.parametrize("status", [404, 410, 429, 503])
+def test_what_microsoft_says_to_retry_is_retried(fake_imds: FakeImds, sleeps: list[float], status: int) -> None:
+    fake_imds.first_replies = [(status, {"error": "e", "error_description": "not now"}, {})] * 3
+
+    assert imds.access_token(RESOURCE, CLIENT_ID).client_id == CLIENT_ID
+    assert len(fake_imds.requests) == 4 and sleeps == [1.0, 2.0, 4.0]
+
+
+def test_other_refusals_are_not_retried(fake_imds: FakeImds, sleeps: list[float]) -> None:
+    fake_imds.reply = (400, {"error": "invalid_request", "error_description": "Required metadata header not specified"})
+
+    with pytest.raises(imds.TokenUnavailable):
+        imds.access_token(RESOURCE, CLIENT_ID)
+
+    assert len(fake_imds.requests) == 1 and sleeps == []
+
+
+def test_an_updating_metadata_service_is_waited_for_and_reported(
+    fake_imds: FakeImds, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deadline, "_current", deadline.Deadline(deadline.DEFAULT_TIMEOUT))  # a command's budget
+    fake_imds.first_replies = [(410, {"error": "e", "error_description": "updating"}, {})] * 6
+
+    assert imds.access_token(RESOURCE, CLIENT_ID).client_id == CLIENT_ID
+    assert sleeps == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0]  # 47 s: within the 70 s Microsoft gives a 410
+
+    fake_imds.reply = (410, {"error": "e", "error_description": "updating"})
+    with pytest.raises(imds.TokenUnavailable, match=r"being updated \(410\)") as raised:
+        imds.access_token(RESOURCE, OTHER_CLIENT_ID)
+    assert raised.value.cause == "imds_updating" and raised.value.status == 410
+
+
+def test_retry_after_is_honoured(fake_imds: FakeImds, sleeps: list[float]) -> None:
+    fake_imds.first_replies = [(429, {"error": "e", "error_description": "slow down"}, {"Retry-After": "7"})]
+
+    assert imds.access_token(RESOURCE, CLIENT_ID).client_id == CLIENT_ID
+    assert sleeps == [7.0]
+
+
+def test_a_library_caller_waits_at_most_the_library_limit(fake_imds: FakeImds, sleeps: list[float]) -> None:
+    fake_imds.first_replies = [(*SERVER_ERROR, {})] * 6  # the 7th answer (at 31 s) would be a token
 
     with pytest.raises(imds.TokenUnavailable) as raised:
         imds.access_token(RESOURCE, CLIENT_ID)
 
     assert raised.value.cause == "imds_error"
-    assert raised.value.detail == "(unknown_error) try later"
-    assert len(fake_imds.requests) == 2
+    assert raised.value.detail == "(unknown) Failed to retrieve token from the Active directory."
+    assert len(fake_imds.requests) == 5
+    assert sleeps == [1.0, 2.0, 4.0, 8.0]  # the next wait, 16 s, would end past 30 s
+
+
+def test_a_command_waits_at_most_its_timeout(
+    fake_imds: FakeImds, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deadline, "_current", deadline.Deadline(5))
+    fake_imds.first_replies = [(*SERVER_ERROR, {})] * 3
+
+    with pytest.raises(imds.TokenUnavailable):
+        imds.access_token(RESOURCE, CLIENT_ID)
+
+    assert sleeps == [1.0, 2.0] and len(fake_imds.requests) == 3
+
+
+def test_retry_schedule() -> None:
+    def failure(
+        status: int | None, cause: str = "imds_error", retry_after: float | None = None
+    ) -> imds.TokenUnavailable:
+        return imds.TokenUnavailable("m", cause=cause, detail="d", hint="h", status=status, retry_after=retry_after)
+
+    assert [imds.retry_delay(failure(500), n, 0, 75) for n in range(1, 8)] == [1, 2, 4, 8, 16, 16, 16]
+    assert imds.retry_delay(failure(429, retry_after=300), 1, 0, 75) == deadline.MAX_SINGLE_WAIT
+    assert imds.retry_delay(failure(429, retry_after=0), 3, 0, 75) == 4  # never faster than the backoff
+    assert imds.retry_delay(failure(500), 5, 60, 75) is None  # 60 + 16 > 75
+    assert imds.retry_delay(failure(None, "imds_unreachable"), 1, 0, 75) is None
+    assert imds.retry_delay(failure(400, "resource_unknown"), 1, 0, 75) is None
+    assert imds.retry_delay(failure(400, "identity_not_found"), 4, 7.5, 75) == 2.5
+    assert imds.retry_delay(failure(400, "identity_not_found"), 5, 10, 75) is None
 
 
 def test_closed_port_is_unreachable_after_two_attempts(
@@ -487,7 +614,7 @@ def test_pool_reuses_tokens_that_outlive_its_connections(fake_imds: FakeImds) ->
 
 
 def test_pool_fails_early_without_an_identity(fake_imds: FakeImds) -> None:
-    fake_imds.reply = (400, {"error": "invalid_request", "error_description": "Identity not found"})
+    fake_imds.reply = IDENTITY_NOT_FOUND
 
     with pytest.raises(imds.TokenUnavailable, match="no managed identity with client id"):
         provision.pool("h.example", "u", client_id=CLIENT_ID, open=False)

@@ -259,5 +259,5 @@ def test_reset_restores_the_seed_and_settings_and_tells_listeners(world):
     world.reset()
     assert vm(world) == vm(seeded)
     assert world.list_identities(SUB, RG) == seeded.list_identities(SUB, RG)
-    assert world.configure() == {"operation_seconds": 0, "token_lifetime": 3600}
+    assert world.configure() == {"operation_seconds": 0, "token_lifetime": 3600, "imds_identity_delay": 0.0}
     assert calls == ["reset"]
