@@ -10,7 +10,6 @@ service's shape, `{"error": ..., "error_description": ...}`.
 
 from __future__ import annotations
 
-from provision.cloud import CLOUDS
 from provision.emulator import seed
 from provision.emulator.arm import EmulatorServer, Fault, Faults, Reply, Request, RequestLog, Service
 from provision.emulator.keys import Authority
@@ -23,10 +22,8 @@ SELECTORS = ("client_id", "object_id", "msi_res_id", "mi_res_id")
 
 # Entra issues tokens only for resources it knows: Resource Manager and the database service of each cloud.
 KNOWN_RESOURCES = frozenset(
-    resource.rstrip("/").lower()
-    for cloud in CLOUDS.values()
-    for resource in (cloud.resource_manager, cloud.database_resource)
-) | {"https://management.core.windows.net"}
+    resource.rstrip("/").lower() for resources in seed.CLOUD_RESOURCES.values() for resource in resources
+)
 
 
 class ImdsError(Exception):
