@@ -79,7 +79,7 @@ def start(
     The seed world: subscription $AZURE_SUBSCRIPTION_ID, resource group myResourceGroup, VM myVM with
     a system-assigned identity (the operator, whose tokens IMDS hands out by default) and the
     user-assigned identity existingIdentity, and scale set myScaleSet (Manual upgrade policy).
-    Tests drive it through https://.../_emulator/ (reset, faults, settings, requests).
+    Tests drive it through https://.../_emulator/ (reset, faults, settings, requests, capture, machine).
 
     The database servers answer to their Azure host names too: with the exported PGHOSTADDR and PGPORT,
     `psql -h mydemoserver.postgres.database.azure.com --user myuser@mydemoserver postgres` connects to
