@@ -560,18 +560,19 @@ class ArmService(Service):
             if route[1] == "/_emulator/capture":
                 return self._capture(request.method)
             if route == ("GET", "/_emulator/machine"):
-                query = request.query
-                return Reply(
-                    200, self.world.get_machine(seed.SUBSCRIPTION_ID, query["kind"], query["group"], query["name"])
-                )
+                return self._machine_as_held(request.query)
         except ArmError as error:
             return Reply(error.status, error.body())
         except ValueError as error:
             return Reply(400, ArmError(400, "InvalidRequest", str(error)).body())
-        except KeyError as error:
-            return Reply(400, ArmError(400, "InvalidRequest", f"missing query parameter {error}").body())
         message = f"no admin route {request.method} {request.path}; the routes are: " + "; ".join(ADMIN_HELP)
         return Reply(404, ArmError(404, "NoSuchAdminRoute", message).body())
+
+    def _machine_as_held(self, query: dict[str, str]) -> Reply:
+        missing = [name for name in ("kind", "group", "name") if not query.get(name)]
+        if missing:
+            raise ArmError(400, "InvalidRequest", f"missing query parameters: {', '.join(missing)}")
+        return Reply(200, self.world.get_machine(seed.SUBSCRIPTION_ID, query["kind"], query["group"], query["name"]))
 
     def _capture(self, method: str) -> Reply:
         capture = self.log.capture

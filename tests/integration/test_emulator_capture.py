@@ -1,5 +1,6 @@
-"""The emulator's capture: what clients really sent, unredacted, for tests that judge the tool's secrecy;
-the request log beside it masks the same secrets."""
+"""What tests read the emulator's verdicts from, rather than from the tool's clients: the capture of what
+clients really sent, unredacted (the request log beside it masks the same secrets), and the world as the
+emulator holds it."""
 
 from __future__ import annotations
 
@@ -74,3 +75,12 @@ def test_the_capture_sees_a_database_login_as_the_client_sent_it(fresh_emulator:
     messages = [e for e in fresh_emulator.admin("GET", "capture")["requests"] if e["service"] == "postgres"]
     assert [e["message"] for e in messages] == ["startup", "password"]
     assert "nobody" in messages[0]["data"] and messages[1]["data"] == f"p{FAKE_TOKEN}\0"
+
+
+def test_the_world_is_read_by_kind_group_and_name(fresh_emulator: Any) -> None:
+    held = fresh_emulator.admin("GET", f"machine?kind=virtualMachines&group={seed.RESOURCE_GROUP}&name={seed.VM_NAME}")
+    assert held["name"] == seed.VM_NAME and held["etag"]
+    with pytest.raises(AssertionError, match="400 .*missing query parameters: group, name"):
+        fresh_emulator.admin("GET", "machine?kind=virtualMachines")
+    with pytest.raises(AssertionError, match="404 "):
+        fresh_emulator.admin("GET", f"machine?kind=virtualMachines&group={seed.RESOURCE_GROUP}&name=noSuchVM")
