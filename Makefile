@@ -51,6 +51,7 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check provision tests scripts
 	$(BIN)/ruff format --check provision tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install az $(AZPGAUTH)/bin/python ## Measure speed targets against the local Azure stack
 	@scripts/require-postgres

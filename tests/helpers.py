@@ -44,6 +44,14 @@ def writes(emulator: Any, since: int) -> list[str]:
     ]
 
 
+MACHINE_KINDS = {"vm": "virtualMachines", "vmss": "virtualMachineScaleSets"}
+
+
+def machine(emulator: Any, kind: str = "vm", name: str = seed.VM_NAME) -> dict[str, Any]:
+    """A VM or scale set as the emulated world holds it (read through /_emulator/, not the tool's clients)."""
+    return dict(emulator.admin("GET", f"machine?kind={MACHINE_KINDS[kind]}&group={seed.RESOURCE_GROUP}&name={name}"))
+
+
 def database_token(client_id: str | None = None) -> str:
     """A database token from the emulated IMDS: a user-assigned identity's, or (None) the VM's own,
     which is the servers' Entra admin."""

@@ -3,6 +3,7 @@
 import click
 
 from provision.emulator import seed
+from provision.errors import EmulatorError, InvalidInput
 
 
 @click.group()
@@ -78,7 +79,7 @@ def start(
     The seed world: subscription $AZURE_SUBSCRIPTION_ID, resource group myResourceGroup, VM myVM with
     a system-assigned identity (the operator, whose tokens IMDS hands out by default) and the
     user-assigned identity existingIdentity, and scale set myScaleSet (Manual upgrade policy).
-    Tests drive it through https://.../_emulator/ (reset, faults, settings, requests).
+    Tests drive it through https://.../_emulator/ (reset, faults, settings, requests, capture, machine).
 
     The database servers answer to their Azure host names too: with the exported PGHOSTADDR and PGPORT,
     `psql -h mydemoserver.postgres.database.azure.com --user myuser@mydemoserver postgres` connects to
@@ -86,18 +87,24 @@ def start(
     """
     from pathlib import Path
 
-    from provision.emulator import stack
+    from provision.emulator import errors, stack
     from provision.emulator.databases import ServerNames
 
     with stack.stop_signals() as stopped:
-        running = stack.start(
-            Path(directory) if directory else None,
-            port_base,
-            operation_seconds,
-            host,
-            int(postgres_version) if postgres_version else None,
-            ServerNames(single_name, flexible_name),
-        )
+        # The emulator has its own errors (it imports nothing from the tool it judges): said as the tool's.
+        try:
+            running = stack.start(
+                Path(directory) if directory else None,
+                port_base,
+                operation_seconds,
+                host,
+                int(postgres_version) if postgres_version else None,
+                ServerNames(single_name, flexible_name),
+            )
+        except errors.InvalidSetting as error:
+            raise InvalidInput(error.message, hint=error.hint) from error
+        except errors.EmulatorError as error:
+            raise EmulatorError(error.message, hint=error.hint) from error
         try:
             for line in running.export_lines():
                 click.echo(line)

@@ -41,8 +41,8 @@ import jwt
 from provision.emulator import seed
 from provision.emulator.directory import Directory
 from provision.emulator.keys import Authority, TokenRejected
+from provision.emulator.recording import Capture, masked, masked_headers
 from provision.emulator.world import MACHINE_KINDS, VIRTUAL_MACHINES, ArmError, World
-from provision.logs import redact
 
 ADMIN_PREFIX = "/_emulator/"
 ADMIN_HELP = {
@@ -56,6 +56,10 @@ ADMIN_HELP = {
     "GET /_emulator/role-assignments": "every role assignment: {principal (object id), role, scope}",
     "POST /_emulator/role-assignments": "grant: {principal, role, scope} (a built-in role; reset restores the seed's)",
     "DELETE /_emulator/role-assignments": "revoke: {principal, role, scope}",
+    "POST /_emulator/capture": "start capturing requests and database client messages as sent, unredacted",
+    "GET /_emulator/capture": "what was captured since (method, target, headers, body; or the gateway's messages)",
+    "DELETE /_emulator/capture": "stop capturing and forget what was captured",
+    "GET /_emulator/machine?kind=K&group=RG&name=N": "a VM or scale set as the emulated world holds it",
 }
 # Resource Manager accepts tokens for both of its audiences, in the order Azure's /metadata/endpoints lists them:
 # the Azure CLI asks for the first (its active_directory_resource_id, azure-cli core/cloud.py _arm_to_cli_mapper),
@@ -102,6 +106,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._entries: list[dict[str, Any]] = []
         self._file = path.open("w", encoding="utf-8")
+        self.capture = Capture()  # the unredacted counterpart, for tests; off unless switched on
 
     def record(self, entry: dict[str, Any]) -> None:
         with self._lock:
@@ -117,23 +122,6 @@ class RequestLog:
     def close(self) -> None:
         with self._lock:
             self._file.close()
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return value
-
-
-def _log_headers(headers: Message) -> dict[str, str]:
-    return {
-        name: "<redacted>" if name.lower() in ("authorization", "x-identity-header") else redact(value)
-        for name, value in headers.items()
-    }
 
 
 # -- fault injection ----------------------------------------------------------------------------------
@@ -305,15 +293,24 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _guarded(service.admin, request) or Reply(404, {"error": "no admin routes here"})
             self._send(reply)
             return
+        self.server.log.capture.record(
+            {
+                "service": service.name,
+                "method": request.method,
+                "target": self.path,
+                "headers": list(self.headers.items()),
+                "body": body.decode("latin-1"),
+            }
+        )
         fault = self.server.faults.take(service.name, request.method, request.path)
         entry: dict[str, Any] = {
             "time": round(time.time(), 3),
             "service": service.name,
             "method": request.method,
             "path": request.path,
-            "query": _redacted(request.query),
-            "headers": _log_headers(request.headers),
-            "body": _redacted(_json_or_text(body)),
+            "query": masked(request.query),
+            "headers": masked_headers(request.headers),
+            "body": masked(_json_or_text(body)),
             "fault": fault.kind if fault else None,
         }
         if fault and fault.kind == "latency":
@@ -594,6 +591,7 @@ class ArmService(Service):
             if route == ("POST", "/_emulator/reset"):
                 self.world.reset()
                 self.faults.clear()
+                self.log.capture.stop()
                 return Reply(200, {"mark": self.log.since(0)[1]})
             if route == ("GET", "/_emulator/faults"):
                 return Reply(200, {"faults": self.faults.list()})
@@ -615,12 +613,35 @@ class ArmService(Service):
                 entries, mark = self.log.since(int(request.query.get("since", "0")))
                 limit = int(request.query.get("limit", len(entries)))
                 return Reply(200, {"requests": entries[:limit], "mark": mark})
+            if route[1] == "/_emulator/capture":
+                return self._capture(request.method)
+            if route == ("GET", "/_emulator/machine"):
+                return self._machine_as_held(request.query)
         except ArmError as error:
             return Reply(error.status, error.body())
         except ValueError as error:
             return Reply(400, ArmError(400, "InvalidRequest", str(error)).body())
         message = f"no admin route {request.method} {request.path}; the routes are: " + "; ".join(ADMIN_HELP)
         return Reply(404, ArmError(404, "NoSuchAdminRoute", message).body())
+
+    def _machine_as_held(self, query: dict[str, str]) -> Reply:
+        missing = [name for name in ("kind", "group", "name") if not query.get(name)]
+        if missing:
+            raise ArmError(400, "InvalidRequest", f"missing query parameters: {', '.join(missing)}")
+        return Reply(200, self.world.get_machine(seed.SUBSCRIPTION_ID, query["kind"], query["group"], query["name"]))
+
+    def _capture(self, method: str) -> Reply:
+        capture = self.log.capture
+        if method == "POST":
+            capture.start()
+            return Reply(200, {"capturing": True})
+        if method == "DELETE":
+            capture.stop()
+            return Reply(200, {"capturing": False})
+        entries = capture.entries()
+        if method != "GET" or entries is None:
+            return Reply(409, ArmError(409, "NotCapturing", "start the capture first: POST /_emulator/capture").body())
+        return Reply(200, {"requests": entries})
 
 
 def _settings(body: Any) -> dict[str, Any]:

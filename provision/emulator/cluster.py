@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.errors import EmulatorError
+from provision.emulator.errors import EmulatorError
 
 SEARCH_PATH_VARIABLE = "PROVISION_POSTGRES_DIRS"
 PROJECT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "postgres"

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from provision.emulator import seed
 from provision.emulator.cluster import SUPERUSER, Clusters, Installation
+from provision.emulator.errors import EmulatorError
 from provision.emulator.gateway import (
     BackendError,
     ClusterClient,
@@ -33,7 +34,7 @@ from provision.emulator.gateway import (
     SingleServer,
 )
 from provision.emulator.keys import Authority
-from provision.errors import EmulatorError
+from provision.emulator.recording import Capture
 
 log = logging.getLogger(__name__)
 
@@ -187,9 +188,10 @@ def start(
     flexible_port: int,
     installation: Installation,
     names: ServerNames,
+    capture: Capture | None = None,
 ) -> Databases:
     """Start the Single Server and the Flexible Server called `names` on `host` (port 0: a free port),
-    both running `installation`'s PostgreSQL.
+    both running `installation`'s PostgreSQL. Client messages go into `capture` while it is on.
 
     Returns once both accept logins; their files live under `state_dir` when the server user can
     enter it, else in a temporary directory, and are removed by `close()`."""
@@ -200,7 +202,7 @@ def start(
     ready: concurrent.futures.Future[None] = concurrent.futures.Future()
     thread = threading.Thread(
         target=_run,
-        args=(databases, ready, state_dir, authority, world, listeners, installation),
+        args=(databases, ready, state_dir, authority, world, listeners, installation, capture or Capture()),
         name="provision-databases",
         daemon=True,
     )
@@ -235,6 +237,7 @@ def _run(
     world: World,
     listeners: dict[str, socket.socket],
     installation: Installation,
+    capture: Capture,
 ) -> None:
     """The thread: bring the clusters up, serve until closed, tear down."""
     loop = asyncio.new_event_loop()
@@ -242,7 +245,7 @@ def _run(
     try:
         clusters = Clusters((SINGLE, FLEXIBLE), state_dir, installation)
         clusters.start()  # from this thread: the servers die with it
-        loop.run_until_complete(_serve(databases, ready, clusters, authority, world, listeners))
+        loop.run_until_complete(_serve(databases, ready, clusters, authority, world, listeners, capture))
     except BaseException as error:
         if not ready.done():
             ready.set_exception(error)
@@ -263,6 +266,7 @@ async def _serve(
     authority: Authority,
     world: World,
     listeners: dict[str, socket.socket],
+    capture: Capture,
 ) -> None:
     names = databases.names
     admins = {name: await ClusterClient.connect(clusters.socket(name), SUPERUSER) for name in (SINGLE, FLEXIBLE)}
@@ -275,7 +279,7 @@ async def _serve(
         host_name = seed.host_name(names.of(name))
         tls = authority.server_context(f"postgres-{names.of(name)}", host_name)
         routes[name] = Route(host_name, flavors[name], tls, clusters.socket(name))
-    gateway = Gateway(list(routes.values()), authority)
+    gateway = Gateway(list(routes.values()), authority, capture)
     servers = [_Server(name, clusters.socket(name), admins[name]) for name in (SINGLE, FLEXIBLE)]
     directory_socket = clusters.socket_dir(FLEXIBLE) / DIRECTORY_SOCKET
     directory = await asyncio.start_unix_server(_directory_answerer(world), str(directory_socket))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import socket
@@ -27,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provision.db import verifiers
-from provision.emulator import seed
+from provision.emulator import scram, seed
 from provision.emulator.keys import Authority, TokenRejected
+from provision.emulator.recording import Capture
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +283,7 @@ class SingleServer(Flavor):
         if member != "true":
             raise password_failed(user, "the role is not a member of azure_ad_user")
         # PBKDF2 takes milliseconds and releases the GIL: keep it off the loop.
-        if not await asyncio.to_thread(verifiers.made_from, verifier, str(claims["appid"]), role):
+        if not await asyncio.to_thread(scram.verifies, verifier, str(claims["appid"])):
             raise password_failed(user, "the token's appid is not the role's client id")
 
 
@@ -330,8 +331,9 @@ class Gateway:
     """Accepts clients on listening sockets, sends each to the server its TLS server name asks for
     (else the listener's own), serves the login, then relays to that server's cluster."""
 
-    def __init__(self, routes: Sequence[Route], authority: Authority) -> None:
-        self._routes, self._authority = tuple(routes), authority
+    def __init__(self, routes: Sequence[Route], authority: Authority, capture: Capture) -> None:
+        self._routes, self._authority, self._capture = tuple(routes), authority, capture
+        self._session_numbers = itertools.count()
         self._by_name = {route.host_name.lower(): route for route in routes}
         self._by_tls = {id(route.tls): route for route in routes}
         for route in routes:
@@ -362,13 +364,22 @@ class Gateway:
         connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         route = default
+        session = next(self._session_numbers)
+
+        def record(kind: str, data: bytes) -> None:
+            """Into the capture (when on): what this client sent, as it arrived."""
+            self._capture.record(
+                {"service": "postgres", "server": route.host_name, "session": session, "message": kind,
+                 "data": data.decode("latin-1")}
+            )  # fmt: skip
+
         try:
             try:
                 client = await asyncio.wait_for(self._negotiate(connection, default), LOGIN_TIMEOUT)
                 if client is None:
                     return
                 route = self._by_tls[id(client[1].get_extra_info("ssl_object").context)]
-                backend = await asyncio.wait_for(self._login(*client, route), LOGIN_TIMEOUT)
+                backend = await asyncio.wait_for(self._login(*client, route, record), LOGIN_TIMEOUT)
                 if backend is None:
                     return
             except Refused as refused:
@@ -377,7 +388,7 @@ class Gateway:
                     client[1].write(error_response(refused.sqlstate, refused.message))
                     await client[1].drain()
                 return
-            await self._relay(*client, *backend, route.flavor)
+            await self._relay(*client, *backend, route.flavor, record)
         except (OSError, EOFError, ValueError, asyncio.TimeoutError, ssl.SSLError) as error:
             log.debug("%s: session ended: %s", route.flavor.server_name, type(error).__name__)
         except BackendError as error:
@@ -417,7 +428,11 @@ class Gateway:
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def _login(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, route: Route
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        route: Route,
+        record: Callable[[str, bytes], None],
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         """StartupMessage, cleartext password (the token), checks; returns the backend session,
         started as the role, whose answers (AuthenticationOk onwards) the relay passes on.
@@ -426,6 +441,7 @@ class Gateway:
         if not 8 <= length <= MAX_STARTUP:
             raise ValueError("startup packet length")
         body = await reader.readexactly(length - 4)
+        record("startup", body)
         if length == 16 and body[:4] == struct.pack("!I", CANCEL_REQUEST):  # libpq 17+ cancels over TLS too
             await _forward_cancel(route.backend_socket, body[4:])
             return None
@@ -440,6 +456,7 @@ class Gateway:
         writer.write(message(b"R", struct.pack("!I", 3)))  # AuthenticationCleartextPassword
         await writer.drain()
         kind, body = await read_message(reader, MAX_PASSWORD)
+        record("password" if kind == b"p" else "other", kind + body)
         if kind != b"p":
             raise EOFError("no password")
         try:
@@ -465,10 +482,17 @@ class Gateway:
         backend_reader: asyncio.StreamReader,
         backend_writer: asyncio.StreamWriter,
         flavor: Flavor,
+        record: Callable[[str, bytes], None],
     ) -> None:
         rewrite = flavor.rewrite
+
+        def relayed(data: bytes) -> None:
+            record("relayed", data)
+
         upstream = (
-            _copy_messages(client_reader, backend_writer, rewrite) if rewrite else _copy(client_reader, backend_writer)
+            _copy_messages(client_reader, backend_writer, rewrite, relayed)
+            if rewrite
+            else _copy(client_reader, backend_writer, relayed)
         )
         directions = {asyncio.create_task(upstream), asyncio.create_task(_copy(backend_reader, client_writer))}
         try:
@@ -499,24 +523,34 @@ async def _receive(loop: asyncio.AbstractEventLoop, connection: socket.socket, s
     return data
 
 
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _copy(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Callable[[bytes], None] = lambda data: None
+) -> None:
     while data := await reader.read(_CHUNK):
+        seen(data)
         writer.write(data)
         await writer.drain()
 
 
 async def _copy_messages(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rewrite: Callable[[bytes, bytes], bytes]
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    rewrite: Callable[[bytes, bytes], bytes],
+    seen: Callable[[bytes], None],
 ) -> None:
-    """Relay typed messages, passing Query and Parse bodies through `rewrite`; others stream as they come."""
+    """Relay typed messages, passing Query and Parse bodies through `rewrite`; others stream as they come.
+    `seen` gets the client's bytes as they arrived, before any rewrite."""
     while True:
         try:
             header = await reader.readexactly(5)
         except asyncio.IncompleteReadError:
             return
+        seen(header)
         kind, (length,) = header[:1], struct.unpack("!I", header[1:])
         if kind in (b"Q", b"P") and 4 <= length <= _MAX_REWRITE:
-            writer.write(message(kind, rewrite(kind, await reader.readexactly(length - 4))))
+            body = await reader.readexactly(length - 4)
+            seen(body)
+            writer.write(message(kind, rewrite(kind, body)))
         else:
             writer.write(header)
             remaining = length - 4
@@ -524,6 +558,7 @@ async def _copy_messages(
                 chunk = await reader.read(min(remaining, _CHUNK))
                 if not chunk:
                     return
+                seen(chunk)
                 writer.write(chunk)
                 remaining -= len(chunk)
         await writer.drain()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 
-from provision.cloud import CLOUDS
 from provision.emulator import seed
 from provision.emulator.arm import EmulatorServer, Fault, Faults, Reply, Request, RequestLog, Service
 from provision.emulator.keys import Authority
@@ -34,10 +33,8 @@ SELECTORS = ("client_id", "object_id", "msi_res_id", "mi_res_id")
 
 # Entra issues tokens only for resources it knows: Resource Manager and the database service of each cloud.
 KNOWN_RESOURCES = frozenset(
-    resource.rstrip("/").lower()
-    for cloud in CLOUDS.values()
-    for resource in (cloud.resource_manager, cloud.database_resource)
-) | {"https://management.core.windows.net"}
+    resource.rstrip("/").lower() for resources in seed.CLOUD_RESOURCES.values() for resource in resources
+)
 
 
 class ImdsError(Exception):

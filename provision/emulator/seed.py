@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from provision.errors import InvalidInput
+from provision.emulator.errors import InvalidSetting
 
 # Every emulated service listens on one of these, never on an address another machine could reach.
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")
@@ -14,7 +14,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 
 def loopback(host: str) -> str:
     if host not in LOOPBACK_HOSTS:
-        raise InvalidInput(
+        raise InvalidSetting(
             f"--host {host}: the local Azure stack listens on loopback only ({' or '.join(LOOPBACK_HOSTS)})"
         )
     return host
@@ -49,7 +49,7 @@ _SERVER_NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
 def server_name(option: str, name: str) -> str:
     if not (3 <= len(name) <= 63 and _SERVER_NAME.fullmatch(name)):
-        raise InvalidInput(
+        raise InvalidSetting(
             f"{option} {name!r}: a server name is 3-63 lowercase letters, digits and hyphens,"
             " not starting or ending with a hyphen"
         )
@@ -62,4 +62,21 @@ def host_name(server: str) -> str:
 
 ARM_AUDIENCE = "https://management.azure.com/"
 DATABASE_AUDIENCE = "https://ossrdbms-aad.database.windows.net"
+# The resources Entra issues tokens for, per cloud: Resource Manager (also under its older name,
+# az's default audience) and Azure Database for PostgreSQL. The emulator's own table, so that a wrong
+# entry in the tool's cloud table shows up as a refused token instead of being mirrored; values as in
+# azure-cli's azure/cli/core/cloud.py (`az cloud show`: endpoints.resourceManager, ossrdbmsResourceId).
+CLOUD_RESOURCES = {
+    "AzureCloud": (ARM_AUDIENCE, "https://management.core.windows.net/", DATABASE_AUDIENCE),
+    "AzureChinaCloud": (
+        "https://management.chinacloudapi.cn/",
+        "https://management.core.chinacloudapi.cn/",
+        "https://ossrdbms-aad.database.chinacloudapi.cn",
+    ),
+    "AzureUSGovernment": (
+        "https://management.usgovcloudapi.net/",
+        "https://management.core.usgovcloudapi.net/",
+        "https://ossrdbms-aad.database.usgovcloudapi.net",
+    ),
+}
 ISSUER = f"https://sts.windows.net/{TENANT_ID}/"

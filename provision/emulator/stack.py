@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from provision.emulator import arm, cluster, databases, imds, seed
+from provision.emulator.errors import EmulatorError, InvalidSetting
 from provision.emulator.keys import Authority
 from provision.emulator.world import World
-from provision.errors import EmulatorError, InvalidInput
 
 DEFAULT_TOKEN_LIFETIME = 86399  # what real IMDS answers in expires_in
 LOCK_FILE = "emulator.lock"  # in DIR, held while a stack runs there; it holds that stack's pid
@@ -63,11 +63,11 @@ def start(
     The database servers run PostgreSQL `postgres_version` (None: the newest installed)."""
     seed.loopback(host)
     if port_base and not 1 <= port_base <= 65532:
-        raise InvalidInput(f"--port-base {port_base}: expected 0 (free ports) or 1-65532")
+        raise InvalidSetting(f"--port-base {port_base}: expected 0 (free ports) or 1-65532")
     seed.server_name("--single-name", names.single)
     seed.server_name("--flexible-name", names.flexible)
     if names.single == names.flexible:
-        raise InvalidInput(f"--single-name and --flexible-name are both {names.single!r}: each server needs its own")
+        raise InvalidSetting(f"--single-name and --flexible-name are both {names.single!r}: each server needs its own")
     installation = cluster.find_installation(postgres_version)
     stack = Stack(Path(), {}, World(operation_seconds, DEFAULT_TOKEN_LIFETIME))
     if directory is None:
@@ -156,6 +156,7 @@ def _start_services(
         flexible_port=_port(port_base, 3),
         installation=installation,
         names=names,
+        capture=log.capture,
     )
     stack.closers.append(servers.close)
     world.on_reset(servers.reset)

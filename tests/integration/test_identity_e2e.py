@@ -1,4 +1,9 @@
-"""`provision identity` end to end: the real CLI and SDK clients against the emulated Resource Manager."""
+"""`provision identity` end to end: the real CLI and SDK clients against the emulated Resource Manager.
+
+The oracles read the emulated world through /_emulator/ and the requests the tool sent from the request
+log, never through the tool's own clients. Since the emulator merges a PATCH's identity map as Azure does,
+"nothing lost" is proven on the PATCH itself: it carries If-Match with the etag the machine had, the
+`type` the machine needs, and every identity already attached (or, for a removal, only the one to null)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from helpers import writes
+from helpers import machine, writes
 
 from provision.emulator import seed
 
@@ -32,21 +37,31 @@ def run_json(emulator: Any, *args: str, expect: int = 0, dry_run: bool = False) 
 
 
 @pytest.fixture
-def machine_identities(emulator_environ: dict[str, str]) -> Callable[..., tuple[str, list[str]]]:
-    """The machine's identity type and user-assigned identity names, read with the real compute client."""
-    from provision.azure.arm import Arm
-
-    compute = Arm.from_options(
-        seed.SUBSCRIPTION_ID, "AzureCloud", emulator_environ["PROVISION_ARM_ENDPOINT"]
-    ).compute_client()
+def machine_identities(emulator: Any) -> Callable[..., tuple[str, list[str]]]:
+    """The machine's identity type and user-assigned identity names, as the emulated world holds them."""
 
     def read(kind: str = "vm", name: str = seed.VM_NAME) -> tuple[str, list[str]]:
-        operations = compute.virtual_machines if kind == "vm" else compute.virtual_machine_scale_sets
-        identity = operations.get(RG, name).as_dict().get("identity") or {}
+        identity = machine(emulator, kind, name).get("identity") or {}
         names = sorted(key.rsplit("/", 1)[-1] for key in identity.get("userAssignedIdentities") or {})
         return identity.get("type"), names
 
     return read
+
+
+def patches(emulator: Any, since: int) -> list[dict[str, Any]]:
+    """The PATCHes of machines recorded since a mark."""
+    return [r for r in emulator.requests(since=since, service="arm") if r["method"] == "PATCH"]
+
+
+def if_match(request: dict[str, Any]) -> str | None:
+    return next((value for name, value in request["headers"].items() if name.lower() == "if-match"), None)
+
+
+def identity_map(request: dict[str, Any]) -> dict[str, Any]:
+    """A PATCH body's userAssignedIdentities, keyed by lower-case resource id (Azure compares them so)."""
+    return {
+        key.lower(): value for key, value in (request["body"]["identity"].get("userAssignedIdentities") or {}).items()
+    }
 
 
 def create(
@@ -57,7 +72,17 @@ def create(
 
 
 def test_create_attaches_and_keeps_the_identities_already_there(fresh_emulator: Any, machine_identities: Any) -> None:
+    before = machine(fresh_emulator)
+    mark = fresh_emulator.mark()
     data = create(fresh_emulator)
+    (patch,) = patches(fresh_emulator, mark)
+    assert if_match(patch) == before["etag"]
+    assert patch["body"]["identity"]["type"] == "SystemAssigned, UserAssigned"
+    # Every identity already attached is in the body, beside the new one, each as an empty object.
+    assert identity_map(patch) == {
+        **{key.lower(): {} for key in before["identity"]["userAssignedIdentities"]},
+        identity_id("myManagedIdentity").lower(): {},
+    }
     assert data["changed"] is True
     assert data["clientId"] and data["principalId"] and data["tenantId"] == seed.TENANT_ID
     assert data["id"].lower() == identity_id("myManagedIdentity").lower()
@@ -120,17 +145,29 @@ def test_a_change_made_between_our_read_and_our_write_is_not_lost(fresh_emulator
         method="PATCH",
         identity=identity_id("someoneElses"),
     )
+    etag_we_read = machine(fresh_emulator)["etag"]
     mark = fresh_emulator.mark()
     create(fresh_emulator)
-    statuses = [r["status"] for r in fresh_emulator.requests(since=mark, service="arm") if r["method"] == "PATCH"]
-    assert statuses == [412, 200]
+    stale, fresh = patches(fresh_emulator, mark)
+    assert (stale["status"], fresh["status"]) == (412, 200)
+    # The first PATCH was guarded by the etag we read; the retry by the one after their change.
+    assert if_match(stale) == etag_we_read
+    assert if_match(fresh) not in (None, etag_we_read)
+    assert identity_id("someoneElses").lower() in identity_map(fresh)
     assert machine_identities()[1] == sorted([EXISTING, "myManagedIdentity", "someoneElses"])
 
 
 def test_remove_keeps_the_others(fresh_emulator: Any, machine_identities: Any) -> None:
     create(fresh_emulator)
+    before = machine(fresh_emulator)
+    mark = fresh_emulator.mark()
     data = run_json(fresh_emulator, "identity", "remove", "-g", RG, "-n", "myManagedIdentity", "--vm", seed.VM_NAME)
     assert data["changed"] is True
+    (patch,) = patches(fresh_emulator, mark)
+    assert if_match(patch) == before["etag"]
+    # Azure's merge form: only the identity that goes, set to null; the others are left out and so kept.
+    assert patch["body"]["identity"]["type"] == "SystemAssigned, UserAssigned"
+    assert identity_map(patch) == {identity_id("myManagedIdentity").lower(): None}
     assert machine_identities() == ("SystemAssigned, UserAssigned", [EXISTING])
     again = run_json(fresh_emulator, "identity", "remove", "-g", RG, "-n", "myManagedIdentity", "--vm", seed.VM_NAME)
     assert again["changed"] is False

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import pytest
+from helpers import machine
 
 from provision.emulator import seed
 
@@ -57,22 +58,23 @@ def test_ten_parallel_assigns_to_one_vm_all_land(fresh_emulator: Any) -> None:
     print(f"\n10 parallel assigns: {len(statuses)} PATCHes, {statuses.count(412)} x 412, {statuses.count(409)} x 409")
 
 
-def test_a_concurrent_change_of_the_system_assigned_identity_is_kept(
-    fresh_emulator: Any, emulator_environ: dict[str, str]
-) -> None:
+def test_a_concurrent_change_of_the_system_assigned_identity_is_kept(fresh_emulator: Any) -> None:
     """Between our read and our write, someone gives the scale set a system-assigned identity: If-Match
     makes Azure answer 412, and the PATCH decided on the new state keeps their change (one without it
     would send the `type` it read, UserAssigned, and take the system-assigned identity away again)."""
-    from provision.azure.arm import Arm
-
     name = "myManagedIdentity"
     assert fresh_emulator.run("identity", "create", "-g", RG, "-n", name).returncode == 0
     fresh_emulator.fault(
         "concurrent_change", path=f"*/virtualMachineScaleSets/{seed.VMSS_NAME}", method="PATCH", system_assigned=True
     )
+    mark = fresh_emulator.mark()
     result = fresh_emulator.run("identity", "assign", "-g", RG, "-n", name, "--vmss", seed.VMSS_NAME)
     assert result.returncode == 0, result.stderr
-    arm = Arm.from_options(seed.SUBSCRIPTION_ID, "AzureCloud", emulator_environ["PROVISION_ARM_ENDPOINT"])
-    identity = arm.compute_client().virtual_machine_scale_sets.get(RG, seed.VMSS_NAME).as_dict()["identity"]
+    sent = [r for r in fresh_emulator.requests(since=mark, service="arm") if r["method"] == "PATCH"]
+    assert [(r["status"], r["body"]["identity"]["type"]) for r in sent] == [
+        (412, "UserAssigned"),
+        (200, "SystemAssigned, UserAssigned"),
+    ]
+    identity = machine(fresh_emulator, "vmss", seed.VMSS_NAME)["identity"]
     assert identity["type"] == "SystemAssigned, UserAssigned"
     assert [key.rsplit("/", 1)[-1] for key in identity["userAssignedIdentities"]] == [name]

@@ -4,7 +4,12 @@ password, a missing role, another cloud, dry runs, JSON output, a psql stand-in,
 the admin's token), and their stdout and stderr, the emulator's request log, its own log and the
 database servers' logs are searched for tokens and passwords: any JWT, the identity-specific middle
 of the real tokens issued in the test, the exact tokens and passwords handed to the commands, and
-Authorization header values. Only `provision token` prints a token, on its stdout."""
+Authorization header values. Only `provision token` prints a token, on its stdout.
+
+What the tool really sent is judged from the emulator's unredacted capture (the request log is masked
+by the emulator, so a token there would not show): a token travels only in the Authorization header of
+Resource Manager requests, and only a Resource Manager token; to a database server only as the password
+message; never in a query, a body, another header, a startup packet or a statement."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,9 +179,38 @@ def database_commands(emulator: Any, flavor: str, admin_token: str, wrong_passwo
     ]  # fmt: skip
 
 
+def token_audience(token: str) -> str:
+    payload = token.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["aud"])
+
+
+def leaks_in_what_was_sent(secrets: Secrets, captured: list[dict[str, Any]]) -> list[str]:
+    """Secrets anywhere in the captured requests and client messages but where they belong: a Resource
+    Manager token as a Resource Manager request's bearer token, a token or password as a database password."""
+    leaks: list[str] = []
+    for entry in captured:
+        if entry["service"] == "postgres":
+            where = f"{entry['server']} session {entry['session']}, {entry['message']} message"
+            if entry["message"] != "password":
+                leaks += secrets.leaks(where, entry["data"])
+            continue
+        where = f"{entry['service']} {entry['method']} {urllib.parse.urlsplit(entry['target']).path}"
+        leaks += secrets.leaks(f"{where} (path and query)", urllib.parse.unquote(entry["target"]))
+        leaks += secrets.leaks(f"{where} (body)", entry["body"])
+        for name, value in entry["headers"]:
+            if entry["service"] == "arm" and name.lower() == "authorization":
+                scheme, _, token = value.partition(" ")
+                if scheme != "Bearer" or token_audience(token).rstrip("/") != ARM_RESOURCE:
+                    leaks.append(f"{where}: an Authorization header that is not a Resource Manager bearer token")
+            else:
+                leaks += secrets.leaks(f"{where} (header {name})", value)
+    return leaks
+
+
 def test_no_command_lets_a_secret_out(fresh_emulator: Any, tmp_path: Path) -> None:
     emulator, secrets = fresh_emulator, Secrets()
     positions = log_positions(emulator.directory)
+    emulator.admin("POST", "capture")
     assert len(positions) == 4, f"expected the request log, the emulator's stderr and 2 server logs: {positions}"
     outputs: list[tuple[Command, subprocess.CompletedProcess[str]]] = []
 
@@ -214,7 +249,12 @@ def test_no_command_lets_a_secret_out(fresh_emulator: Any, tmp_path: Path) -> No
     step(Command("identity remove", 0, ["identity", "remove", *new, "--vm", seed.VM_NAME]))
     step(Command("identity delete", 0, ["identity", "delete", *new]))
 
-    leaks: list[str] = []
+    captured = emulator.admin("GET", "capture")["requests"]
+    services = {entry["service"] for entry in captured}
+    assert services == {"arm", "imds", "postgres"}, services
+    passwords = [e for e in captured if e["service"] == "postgres" and e["message"] == "password"]
+    assert any(admin_token in e["data"] for e in passwords) and any(wrong_password in e["data"] for e in passwords)
+    leaks = leaks_in_what_was_sent(secrets, captured)
     for command, result in outputs:
         if not command.prints_token:
             leaks += secrets.leaks(f"{command.label} (stdout)", result.stdout)
@@ -223,5 +263,8 @@ def test_no_command_lets_a_secret_out(fresh_emulator: Any, tmp_path: Path) -> No
         with path.open("rb") as log:
             log.seek(start)
             leaks += secrets.leaks(str(path.relative_to(emulator.directory)), log.read().decode(errors="replace"))
-    print(f"\n{len(outputs)} commands with -v -v, {len(positions)} logs, {len(secrets.exact)} secret values searched")
+    print(
+        f"\n{len(outputs)} commands with -v -v, {len(positions)} logs, {len(captured)} captured requests and"
+        f" messages, {len(secrets.exact)} secret values searched"
+    )
     assert not leaks, "\n".join(leaks)
