@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ from provision import validate
 from provision.cli import Settings, pass_settings
 from provision.cli.options import Server, postgres_options
 from provision.errors import ExitStatus, InvalidInput
-from provision.plan import Result
+from provision.plan import Failure, Result
 
 if TYPE_CHECKING:
     from provision.db.doctor import Diagnosis
@@ -87,7 +88,11 @@ def check(
         click.echo if text else _quiet,
     )
     if not text:
-        click.echo(Result(fields=report.as_dict()).render("json"))
+        data = Result(fields=report.as_dict()).as_dict()
+        if report.diagnosis is not None:  # the failure contract every command keeps: error and exitStatus
+            diagnosis = report.diagnosis
+            data.update(Failure(diagnosis.cause, diagnosis.summary, diagnosis.hint, int(ExitStatus.FAILURE)).as_dict())
+        click.echo(json.dumps(data, indent=2))
     elif report.connected:
         click.echo(f"\nConnected!\n\nPostgres version: {report.server_version}")
     if report.diagnosis is not None:

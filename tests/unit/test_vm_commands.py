@@ -239,6 +239,9 @@ def test_check_failure_json(stub_imds: StubImds, server: StubServer) -> None:
     assert data["connected"] is False
     assert data["diagnosis"]["step"] == "connect" and data["diagnosis"]["cause"] == "token_rejected"
     assert data["diagnosis"]["evidence"]["token appid"] == CLIENT_ID
+    # The failure contract of every command: one object with the error and the exit status.
+    assert data["exitStatus"] == 1 and data["changed"] is False
+    assert data["error"]["code"] == "token_rejected" and data["error"]["message"] == data["diagnosis"]["message"]
 
 
 def test_check_stops_when_there_is_no_token(stub_imds: StubImds, server: StubServer) -> None:
