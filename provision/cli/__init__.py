@@ -219,12 +219,13 @@ def main() -> None:
 
 
 def _register() -> None:
+    from provision.cli.bind import bind, unbind
     from provision.cli.emulator import emulator
     from provision.cli.identity import identity
     from provision.cli.role import role
     from provision.cli.vm import check, psql, token
 
-    for command in (identity, role, token, check, psql, emulator):
+    for command in (identity, role, token, check, psql, emulator, bind, unbind):
         cli.add_command(command)
 
 
