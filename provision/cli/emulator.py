@@ -57,6 +57,13 @@ def emulator() -> None:
     show_default=True,
     help="Flexible Server name: host NAME.postgres.database.azure.com.",
 )
+@click.option(
+    "--vms",
+    type=click.IntRange(0, 10000),
+    default=0,
+    show_default=True,
+    help="Seed N more VMs, vm-1..vm-N, in myResourceGroup (no identities), for fleets of bindings.",
+)
 def start(
     directory: str | None,
     port_base: int,
@@ -65,6 +72,7 @@ def start(
     postgres_version: str | None,
     single_name: str,
     flexible_name: str,
+    vms: int,
 ) -> None:
     """Run the local Azure stack in the foreground until SIGTERM or Ctrl-C.
 
@@ -97,6 +105,7 @@ def start(
             host,
             int(postgres_version) if postgres_version else None,
             ServerNames(single_name, flexible_name),
+            vms,
         )
         try:
             for line in running.export_lines():
