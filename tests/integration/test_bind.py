@@ -96,6 +96,7 @@ def test_bind_dry_run_shows_every_write_and_makes_none(world: Any) -> None:
     assert privileges(world, "app1") == {}
 
 
+@pytest.mark.slow
 def test_bind_is_idempotent_and_unbind_undoes_it(world: Any) -> None:
     first = run(world, "bind")
     assert first.returncode == 0, first.stderr
@@ -145,6 +146,14 @@ def test_unbind_keeps_an_identity_provision_did_not_create(world: Any) -> None:
     last = json.loads(gone.stdout)["actions"][-1]
     assert (last["action"], last["reason"].split(":")[0]) == ("noop", "kept")
     assert identity_tags(world, "existingIdentity") == {}
+
+
+def test_unbind_leaves_a_role_mapped_to_another_identity(world: Any) -> None:
+    assert run(world, "bind", grants=[]).returncode == 0
+    refused = run(world, "unbind", identity="existingIdentity", grants=[])
+    assert refused.returncode == 1
+    assert "mapped to another identity" in json.loads(refused.stdout)["error"]["message"]
+    assert privileges(world, "app1") != {}
 
 
 def test_a_refusal_on_the_database_side_creates_nothing_in_azure(world: Any) -> None:
