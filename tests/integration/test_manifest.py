@@ -140,6 +140,7 @@ def test_fail_fast_starts_nothing_after_a_failure(fleet: Any, tmp_path: Path) ->
     assert result.returncode == 1
     assert [b["status"] for b in report(result)["bindings"]] == ["failed", "skipped", "skipped"]
     assert not {"app1", "app2", "app3"} & set(principals(fleet))
+    assert fleet.run("identity", "show", "-g", RG, "-n", "app2-id").returncode == 1  # not even the identity
 
 
 @pytest.mark.slow
