@@ -1,19 +1,26 @@
 -- name: schema
--- The schema and the privileges the role holds on it by a direct grant (aclexplode of nspacl); no row:
--- the schema does not exist. A role that does not exist holds nothing.
+-- The schema, the privileges the role holds on it by a direct grant (aclexplode of nspacl), those
+-- PUBLIC holds (grantee 0), and those the admin may grant: GRANT by someone without the grant option
+-- only warns ("no privileges were granted") and changes nothing. No row: the schema does not exist.
+-- A role that does not exist holds nothing.
 SELECT
     n.nspname::text AS object,
     ARRAY(
         SELECT a.privilege_type::text
         FROM pg_catalog.aclexplode(n.nspacl) a
         WHERE a.grantee = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %(role)s)
-    ) AS held
+    ) AS held,
+    ARRAY(SELECT a.privilege_type::text FROM pg_catalog.aclexplode(n.nspacl) a WHERE a.grantee = 0) AS public,
+    ARRAY(
+        SELECT p FROM pg_catalog.unnest(%(privileges)s::text[]) p
+        WHERE pg_catalog.has_schema_privilege(n.oid, p || ' WITH GRANT OPTION')
+    ) AS grantable
 FROM pg_catalog.pg_namespace n
 WHERE n.nspname = %(schema)s
 
 -- name: relations
--- Each relation of the given kinds in the schema (one, when a table is named) and the privileges the
--- role holds on it by a direct grant. GRANT ... ON ALL TABLES covers tables, views, materialized views,
+-- Each relation of the given kinds in the schema (one, when a table is named), with the privileges the
+-- role holds on it by a direct grant, those PUBLIC holds, and those the admin may grant. GRANT ... ON ALL TABLES covers tables, views, materialized views,
 -- foreign and partitioned tables (relkind r, v, m, f, p); ON ALL SEQUENCES covers relkind S.
 SELECT
     c.relname::text AS object,
@@ -21,7 +28,13 @@ SELECT
         SELECT a.privilege_type::text
         FROM pg_catalog.aclexplode(c.relacl) a
         WHERE a.grantee = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = %(role)s)
-    ) AS held
+    ) AS held,
+    ARRAY(SELECT a.privilege_type::text FROM pg_catalog.aclexplode(c.relacl) a WHERE a.grantee = 0) AS public,
+    ARRAY(
+        SELECT p FROM pg_catalog.unnest(%(privileges)s::text[]) p
+        WHERE CASE WHEN c.relkind = 'S' THEN pg_catalog.has_sequence_privilege(c.oid, p || ' WITH GRANT OPTION')
+            ELSE pg_catalog.has_table_privilege(c.oid, p || ' WITH GRANT OPTION') END
+    ) AS grantable
 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = %(schema)s
     AND c.relkind::text = ANY(%(kinds)s)

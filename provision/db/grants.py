@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from provision import deadline, validate
 from provision.db.roles.planning import Step
 from provision.db.roles.sql_text import rows, statement, statements
-from provision.errors import InvalidInput, NotFound
+from provision.errors import Forbidden, InvalidInput, NotFound
 from provision.plan import Action, Result
 
 if TYPE_CHECKING:
@@ -193,13 +193,26 @@ def parse_grants(texts: tuple[str, ...] | list[str], option: str = "--grant") ->
 
 
 @dataclass(frozen=True)
+class ObjectAcl:
+    """One object in a grant's scope: the privileges the role holds on it by a direct grant, those PUBLIC
+    holds, and those the admin may grant (None: any, as for default privileges)."""
+
+    name: str
+    held: frozenset[str] = frozenset()
+    public: frozenset[str] = frozenset()
+    grantable: frozenset[str] | None = None
+
+    def may_grant(self, privilege: str) -> bool:
+        return self.grantable is None or privilege in self.grantable
+
+
+@dataclass(frozen=True)
 class Held:
     """What the server says about one grant's object: whether it exists, and each object in its scope
-    (the schema, the table, every table or sequence of the schema, the owner's future tables) with the
-    privileges the role holds on it by a direct grant."""
+    (the schema, the table, every table or sequence of the schema, the owner's future tables)."""
 
     exists: bool
-    objects: tuple[tuple[str, frozenset[str]], ...] = ()
+    objects: tuple[ObjectAcl, ...] = ()
 
 
 def plan_grant(grant: Grant, role: str, held: Held) -> Step:
@@ -208,11 +221,22 @@ def plan_grant(grant: Grant, role: str, held: Held) -> Step:
         raise NotFound(f"--grant {str(grant)!r}: {_missing(grant)} does not exist on this server")
     if not held.objects:
         return Step(Action("noop", target, f"schema {grant.schema} has no {NOUNS[grant.kind]} yet"))
-    missing = [p for p in grant.privileges if any(p not in privileges for _, privileges in held.objects)]
+    lacking = [(o, p) for o in held.objects for p in grant.privileges if p not in o.held]
+    # PostgreSQL only warns when the admin lacks the grant option, and grants nothing: decide it here.
+    refused = [(o, p) for o, p in lacking if not o.may_grant(p) and p not in o.public]
+    if refused:
+        shown = ", ".join(f"{p} on {o.name}" for o, p in refused[:5])
+        raise Forbidden(
+            f"--grant {str(grant)!r}: the admin may not grant {shown} (no grant option), and PUBLIC does not have it",
+            hint="Ask the owner of those objects to grant them to the admin WITH GRANT OPTION, or grant them yourself.",
+        )
+    needed = [(o, p) for o, p in lacking if o.may_grant(p)]
+    missing = [p for p in grant.privileges if any(p == wanted for _, wanted in needed)]
     if not missing:
-        return Step(Action("noop", target, "already granted"))
-    lacking = sum(1 for _, privileges in held.objects if set(missing) - privileges)
-    reason = "not granted yet" if len(held.objects) == 1 else f"missing on {lacking} of {len(held.objects)}"
+        reason = "already granted" if not lacking else "held through PUBLIC (the admin may not grant it)"
+        return Step(Action("noop", target, reason))
+    short = len({o.name for o, _ in needed})
+    reason = "not granted yet" if len(held.objects) == 1 else f"missing on {short} of {len(held.objects)}"
     return Step(Action("grant", target, reason), [_sql("grant", grant, role, missing)])
 
 
@@ -220,7 +244,7 @@ def plan_revoke(grant: Grant, role: str, held: Held) -> Step:
     target = f"{grant} from role {role}"
     if not held.exists:
         return Step(Action("noop", target, f"{_missing(grant)} does not exist"))
-    present = [p for p in grant.privileges if any(p in privileges for _, privileges in held.objects)]
+    present = [p for p in grant.privileges if any(p in o.held for o in held.objects)]
     if not present:
         return Step(Action("noop", target, "not granted"))
     return Step(Action("revoke", target, "granted"), [_sql("revoke", grant, role, present)])
@@ -253,18 +277,21 @@ def _sql(verb: str, grant: Grant, role: str, privileges: list[str]) -> sql.Compo
 
 
 def read_held(conn: psycopg.Connection, role: str, grant: Grant) -> Held:
-    params: dict[str, object] = {"role": role, "schema": grant.schema}
+    params: dict[str, object] = {"role": role, "schema": grant.schema, "privileges": list(grant.privileges)}
+    # The schema's own privileges are asked about only for a schema grant (SELECT is none of them).
+    schema = rows(conn, "grants", "schema", params if grant.kind == "schema" else {**params, "privileges": []})
     if grant.kind == "future_tables":
         (row,) = rows(conn, "grants", "future", {**params, "owner": grant.owner})
-        schema = rows(conn, "grants", "schema", params)
         exists = bool(schema) and bool(row["owner_exists"])
-        return Held(exists, ((str(row["object"]), frozenset(row["held"])),))
-    schema = rows(conn, "grants", "schema", params)
+        return Held(exists, (ObjectAcl(str(row["object"]), frozenset(row["held"])),))
     if grant.kind == "schema" or not schema:
-        return Held(bool(schema), tuple((str(r["object"]), frozenset(r["held"])) for r in schema))
+        return Held(bool(schema), tuple(_acl(r) for r in schema))
     found = rows(conn, "grants", "relations", {**params, "kinds": RELATION_KINDS[grant.kind], "table": grant.table})
-    objects = tuple((str(r["object"]), frozenset(r["held"])) for r in found)
-    return Held(grant.kind != "table" or bool(objects), objects)
+    return Held(grant.kind != "table" or bool(found), tuple(_acl(r) for r in found))
+
+
+def _acl(row: dict) -> ObjectAcl:
+    return ObjectAcl(str(row["object"]), frozenset(row["held"]), frozenset(row["public"]), frozenset(row["grantable"]))
 
 
 def converge(conn: psycopg.Connection, role: str, grants: tuple[Grant, ...], revoke: bool, dry_run: bool) -> Result:

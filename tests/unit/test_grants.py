@@ -6,8 +6,8 @@ import pytest
 from psycopg import sql
 
 from provision.db import grants
-from provision.db.grants import Grant, Held, parse_grant, parse_grants, plan_grant, plan_revoke
-from provision.errors import InvalidInput, NotFound
+from provision.db.grants import Grant, Held, ObjectAcl, parse_grant, parse_grants, plan_grant, plan_revoke
+from provision.errors import Forbidden, InvalidInput, NotFound
 
 
 def text(composed: sql.Composable) -> str:
@@ -73,13 +73,13 @@ def test_one_object_in_two_grants_is_refused() -> None:
 
 def test_hostile_names_stay_identifiers() -> None:
     grant = parse_grant('SELECT ON TABLE "x""; DROP ROLE admin; --"."t"')
-    step = plan_grant(grant, 'r"1', Held(True, (("t", frozenset()),)))
+    step = plan_grant(grant, 'r"1', Held(True, (ObjectAcl("t", frozenset()),)))
     assert text(step.sql[0]) == 'GRANT SELECT ON TABLE "x""; DROP ROLE admin; --"."t" TO "r""1"'
 
 
 def test_plan_grants_only_what_is_missing() -> None:
     grant = parse_grant("SELECT, INSERT ON ALL TABLES IN SCHEMA app")
-    held = Held(True, (("a", frozenset({"SELECT", "INSERT"})), ("b", frozenset({"SELECT"}))))
+    held = Held(True, (ObjectAcl("a", frozenset({"SELECT", "INSERT"})), ObjectAcl("b", frozenset({"SELECT"}))))
     step = plan_grant(grant, "app1", held)
     assert (step.action.verb, step.action.reason) == ("grant", "missing on 1 of 2")
     assert [text(s) for s in step.sql] == ['GRANT INSERT ON ALL TABLES IN SCHEMA "app" TO "app1"']
@@ -87,7 +87,7 @@ def test_plan_grants_only_what_is_missing() -> None:
 
 def test_plan_grant_in_sync_is_a_noop() -> None:
     grant = parse_grant("USAGE ON SCHEMA app")
-    step = plan_grant(grant, "app1", Held(True, (("app", frozenset({"USAGE", "CREATE"})),)))
+    step = plan_grant(grant, "app1", Held(True, (ObjectAcl("app", frozenset({"USAGE", "CREATE"})),)))
     assert (step.action.verb, step.sql) == ("noop", [])
 
 
@@ -104,11 +104,11 @@ def test_plan_grant_on_a_missing_object_is_refused() -> None:
 
 def test_plan_future_tables() -> None:
     grant = parse_grant("SELECT ON FUTURE TABLES IN SCHEMA app FOR ROLE owner")
-    step = plan_grant(grant, "app1", Held(True, (("owner", frozenset()),)))
+    step = plan_grant(grant, "app1", Held(True, (ObjectAcl("owner", frozenset()),)))
     assert [text(s) for s in step.sql] == [
         'ALTER DEFAULT PRIVILEGES FOR ROLE "owner" IN SCHEMA "app" GRANT SELECT ON TABLES TO "app1"'
     ]
-    revoke = plan_revoke(grant, "app1", Held(True, (("owner", frozenset({"SELECT"})),)))
+    revoke = plan_revoke(grant, "app1", Held(True, (ObjectAcl("owner", frozenset({"SELECT"})),)))
     assert [text(s) for s in revoke.sql] == [
         'ALTER DEFAULT PRIVILEGES FOR ROLE "owner" IN SCHEMA "app" REVOKE SELECT ON TABLES FROM "app1"'
     ]
@@ -116,9 +116,9 @@ def test_plan_future_tables() -> None:
 
 def test_plan_revoke_only_what_is_declared_and_held() -> None:
     grant = parse_grant("USAGE, CREATE ON SCHEMA app")
-    step = plan_revoke(grant, "app1", Held(True, (("app", frozenset({"USAGE"})),)))
+    step = plan_revoke(grant, "app1", Held(True, (ObjectAcl("app", frozenset({"USAGE"})),)))
     assert [text(s) for s in step.sql] == ['REVOKE USAGE ON SCHEMA "app" FROM "app1"']
-    assert plan_revoke(grant, "app1", Held(True, (("app", frozenset()),))).action.verb == "noop"
+    assert plan_revoke(grant, "app1", Held(True, (ObjectAcl("app", frozenset()),))).action.verb == "noop"
     assert plan_revoke(grant, "app1", Held(False)).action.verb == "noop"
 
 
@@ -126,3 +126,17 @@ def test_every_kind_has_both_statements() -> None:
     for kind in grants.PRIVILEGES:
         for verb in ("grant", "revoke"):
             assert f"{verb}_{kind}" in grants.statements("grants")
+
+
+def test_a_privilege_the_admin_may_not_grant_is_refused_not_silently_skipped() -> None:
+    grant = parse_grant("USAGE, CREATE ON SCHEMA public")
+    acl = ObjectAcl("public", grantable=frozenset({"USAGE"}))
+    with pytest.raises(Forbidden, match="the admin may not grant CREATE on public"):
+        plan_grant(grant, "app1", Held(True, (acl,)))
+
+
+def test_a_privilege_public_has_and_the_admin_may_not_grant_is_a_noop() -> None:
+    grant = parse_grant("USAGE ON SCHEMA public")
+    acl = ObjectAcl("public", public=frozenset({"USAGE"}), grantable=frozenset())
+    step = plan_grant(grant, "app1", Held(True, (acl,)))
+    assert (step.action.verb, step.action.reason) == ("noop", "held through PUBLIC (the admin may not grant it)")
