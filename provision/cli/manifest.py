@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -70,6 +71,9 @@ def _run(settings: Settings, path: str, parallel: int, fail_fast: bool, destroy:
 
     parsed = _read(path, parallel)
     cloud = get_cloud(settings.cloud)
+    # requests keeps 10 connections a host; with more workers urllib3 warns each time it closes a surplus
+    # one after use, which is all that happens: not worth a line on stderr per request.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
     def connect(server: manifest.Server, database: str) -> Any:
         target = Target(server.host, server.admin_user, server.port, database, server.sslmode, server.sslrootcert)
