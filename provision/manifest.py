@@ -38,10 +38,6 @@ if TYPE_CHECKING:
     from provision.azure.arm import Arm
     from provision.azure.identities import Identity
 
-# Resource Manager lets a subscription have 200 writes in its bucket, refilled at 10 a second
-# (learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling): 25 at
-# once stays far below it while a fleet's 4 s machine updates overlap.
-DEFAULT_PARALLEL = 25
 FLAVORS = ("auto", "single", "flexible")
 SERVER_KEYS = {"host", "port", "database", "admin_user", "sslmode", "sslrootcert", "flavor"}
 DEFAULT_KEYS = {"resource_group", "server"} | SERVER_KEYS
@@ -421,7 +417,7 @@ def apply(
     connect: Connect,
     manifest: Manifest,
     dry_run: bool,
-    parallel: int = DEFAULT_PARALLEL,
+    parallel: int,
     fail_fast: bool = False,
     progress: Progress | None = None,
 ) -> Report:
@@ -477,7 +473,7 @@ def destroy(
     connect: Connect,
     manifest: Manifest,
     dry_run: bool,
-    parallel: int = DEFAULT_PARALLEL,
+    parallel: int,
     fail_fast: bool = False,
     progress: Progress | None = None,
 ) -> Report:
