@@ -48,13 +48,14 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 class EmulatorProcess:
     """A running local Azure stack and the handles tests use to drive and observe it."""
 
-    def __init__(self, directory: Path, postgres_version: int) -> None:
+    def __init__(self, directory: Path, postgres_version: int, *options: str) -> None:
         self.directory = directory
         self.postgres_version = postgres_version
         self._stderr = (directory / "emulator.stderr").open("w")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "provision", "emulator", "start", "--dir", str(directory)]
-            + ["--operation-seconds", str(OPERATION_SECONDS), "--postgres-version", str(postgres_version)],
+            + ["--operation-seconds", str(OPERATION_SECONDS), "--postgres-version", str(postgres_version)]
+            + list(options),
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             stdin=subprocess.DEVNULL,

@@ -22,6 +22,7 @@ API_VERSION = "2024-11-30"  # azure-mgmt-msi's default, shown in --dry-run
 # updates existing ones, atomically (learn.microsoft.com/rest/api/resources/tags/update-at-scope).
 TAGS_PATH = "/providers/Microsoft.Resources/tags/default"
 TAGS_API_VERSION = "2021-04-01"
+CREATED_BY_TAG = "provision:created-by"  # set on identities `bind` and `apply` create: only those are deleted
 
 
 @dataclass(frozen=True)

@@ -130,19 +130,29 @@ def read_machine(compute: ComputeManagementClient, arm: Arm, machine: Machine) -
         return MachineState.from_sdk(machine.operations(compute).get(machine.resource_group, machine.name))
 
 
-def attach_body(state: MachineState, identity_id: str) -> dict[str, Any]:
-    """The PATCH that adds one identity: `type` keeps SystemAssigned, the map keeps every identity."""
+def attach_body(state: MachineState, *identity_ids: str) -> dict[str, Any]:
+    """The PATCH that adds identities: `type` keeps SystemAssigned, the map keeps every identity."""
     identities: dict[str, Any] = {existing: {} for existing in state.user_assigned}
-    identities[identity_id] = {}
+    identities.update({identity_id: {} for identity_id in identity_ids})
     return {"identity": {"type": identity_type(state.system_assigned, True), "userAssignedIdentities": identities}}
 
 
-def detach_body(state: MachineState, identity_id: str) -> dict[str, Any]:
-    """The PATCH that removes one identity: it alone goes to null, and `type` is recomputed."""
-    if state.without(identity_id).user_assigned:
-        attached = next(existing for existing in state.user_assigned if same_resource_id(existing, identity_id))
+def detach_body(state: MachineState, *identity_ids: str) -> dict[str, Any]:
+    """The PATCH that removes identities: they alone go to null, and `type` is recomputed."""
+    remaining = state
+    for identity_id in identity_ids:
+        remaining = remaining.without(identity_id)
+    if remaining.user_assigned:
+        attached = [
+            existing
+            for existing in state.user_assigned
+            if any(same_resource_id(existing, identity_id) for identity_id in identity_ids)
+        ]
         return {
-            "identity": {"type": identity_type(state.system_assigned, True), "userAssignedIdentities": {attached: None}}
+            "identity": {
+                "type": identity_type(state.system_assigned, True),
+                "userAssignedIdentities": dict.fromkeys(attached),
+            }
         }
     if state.system_assigned:
         return {"identity": {"type": "SystemAssigned", "userAssignedIdentities": None}}
@@ -189,32 +199,50 @@ class Applied:
 
 
 def plan_attach(state: MachineState, identity_id: str, target: str) -> Plan:
-    if state.has(identity_id) and not state.failed:
+    return plan_attach_all(state, (identity_id,), target)
+
+
+def plan_attach_all(state: MachineState, identity_ids: tuple[str, ...], target: str) -> Plan:
+    """One PATCH that attaches every identity not attached yet."""
+    missing = tuple(identity_id for identity_id in identity_ids if not state.has(identity_id))
+    if not missing and not state.failed:
         return Plan(Action("noop", target, "already attached"))
-    if state.has(identity_id):
-        # The model lists it, but the operation that put it there failed: it may not be in effect.
-        # Sending it again makes Azure apply the model again, which is how a Failed machine recovers.
+    if not missing:
+        # The model lists them, but the operation that put them there failed: they may not be in effect.
+        # Sending them again makes Azure apply the model again, which is how a Failed machine recovers.
         return Plan(
             Action("attach", target, "listed, but the machine's last operation failed"),
-            attach_body(state, identity_id),
+            attach_body(state, *identity_ids),
             state,
         )
     kept = len(state.user_assigned) + state.system_assigned
     reason = f"not attached; keeps the {kept} identit{'y' if kept == 1 else 'ies'} already there"
-    planned = replace(state, user_assigned=(*state.user_assigned, identity_id))
-    return Plan(Action("attach", target, reason), attach_body(state, identity_id), planned)
+    if len(identity_ids) > 1:
+        reason = f"{len(missing)} of {len(identity_ids)} " + reason
+    planned = replace(state, user_assigned=(*state.user_assigned, *missing))
+    return Plan(Action("attach", target, reason), attach_body(state, *missing), planned)
 
 
 def plan_detach(state: MachineState, identity_id: str, target: str, label: str) -> Plan:
-    if not state.has(identity_id):
+    return plan_detach_all(state, (identity_id,), target, label)
+
+
+def plan_detach_all(state: MachineState, identity_ids: tuple[str, ...], target: str, label: str) -> Plan:
+    """One PATCH that detaches every one of the identities still attached."""
+    present = tuple(identity_id for identity_id in identity_ids if state.has(identity_id))
+    if not present:
         return Plan(Action("noop", target, "not attached"))
-    if state.encryption_identity and same_resource_id(state.encryption_identity, identity_id):
+    encryption = state.encryption_identity
+    if encryption and any(same_resource_id(encryption, identity_id) for identity_id in present):
         raise Conflict(
             f"{label} uses this identity for disk encryption"
             " (securityProfile.encryptionIdentity): removing it would break the machine",
             hint="Point the encryption identity at another identity first.",
         )
-    return Plan(Action("detach", target, "attached"), detach_body(state, identity_id), state.without(identity_id))
+    planned = state
+    for identity_id in present:
+        planned = planned.without(identity_id)
+    return Plan(Action("detach", target, "attached"), detach_body(state, *present), planned)
 
 
 def attach(
@@ -227,8 +255,23 @@ def attach(
     known: MachineState | None = None,
 ) -> Applied:
     """Attach the identity; `known` is a state just read, saving one GET (a stale etag costs a 412)."""
-    target = f"{machine.label} identity {identity_id.rsplit('/', 1)[-1]}"
-    return _apply(compute, arm, machine, lambda state: plan_attach(state, identity_id, target), dry_run, on_wait, known)
+    return attach_all(compute, arm, machine, (identity_id,), dry_run, on_wait, known)
+
+
+def attach_all(
+    compute: ComputeManagementClient,
+    arm: Arm,
+    machine: Machine,
+    identity_ids: tuple[str, ...],
+    dry_run: bool,
+    on_wait: Callable[[float], None] | None = None,
+    known: MachineState | None = None,
+) -> Applied:
+    """Attach several identities with one PATCH (one long-running operation instead of one each)."""
+    target = _target(machine, identity_ids)
+    return _apply(
+        compute, arm, machine, lambda state: plan_attach_all(state, identity_ids, target), dry_run, on_wait, known
+    )
 
 
 def detach(
@@ -239,10 +282,31 @@ def detach(
     dry_run: bool,
     on_wait: Callable[[float], None] | None = None,
 ) -> Applied:
-    target = f"{machine.label} identity {identity_id.rsplit('/', 1)[-1]}"
+    return detach_all(compute, arm, machine, (identity_id,), dry_run, on_wait)
+
+
+def detach_all(
+    compute: ComputeManagementClient,
+    arm: Arm,
+    machine: Machine,
+    identity_ids: tuple[str, ...],
+    dry_run: bool,
+    on_wait: Callable[[float], None] | None = None,
+) -> Applied:
+    target = _target(machine, identity_ids)
     return _apply(
-        compute, arm, machine, lambda state: plan_detach(state, identity_id, target, machine.label), dry_run, on_wait
+        compute,
+        arm,
+        machine,
+        lambda state: plan_detach_all(state, identity_ids, target, machine.label),
+        dry_run,
+        on_wait,
     )
+
+
+def _target(machine: Machine, identity_ids: tuple[str, ...]) -> str:
+    names = ", ".join(identity_id.rsplit("/", 1)[-1] for identity_id in identity_ids)
+    return f"{machine.label} identit{'y' if len(identity_ids) == 1 else 'ies'} {names}"
 
 
 class _PreconditionFailed(Exception):

@@ -219,12 +219,14 @@ def main() -> None:
 
 
 def _register() -> None:
+    from provision.cli.bind import bind, unbind
     from provision.cli.emulator import emulator
     from provision.cli.identity import identity
+    from provision.cli.manifest import apply, destroy, plan
     from provision.cli.role import role
     from provision.cli.vm import check, psql, token
 
-    for command in (identity, role, token, check, psql, emulator):
+    for command in (identity, role, token, check, psql, emulator, bind, unbind, plan, apply, destroy):
         cli.add_command(command)
 
 

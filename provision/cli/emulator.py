@@ -58,6 +58,13 @@ def emulator() -> None:
     show_default=True,
     help="Flexible Server name: host NAME.postgres.database.azure.com.",
 )
+@click.option(
+    "--vms",
+    type=click.IntRange(0, 10000),
+    default=0,
+    show_default=True,
+    help="Seed N more VMs, vm-1..vm-N, in myResourceGroup (no identities), for fleets of bindings.",
+)
 def start(
     directory: str | None,
     port_base: int,
@@ -66,6 +73,7 @@ def start(
     postgres_version: str | None,
     single_name: str,
     flexible_name: str,
+    vms: int,
 ) -> None:
     """Run the local Azure stack in the foreground until SIGTERM or Ctrl-C.
 
@@ -100,6 +108,7 @@ def start(
                 host,
                 int(postgres_version) if postgres_version else None,
                 ServerNames(single_name, flexible_name),
+                vms,
             )
         except errors.InvalidSetting as error:
             raise InvalidInput(error.message, hint=error.hint) from error

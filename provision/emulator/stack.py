@@ -57,10 +57,12 @@ def start(
     host: str = "127.0.0.1",
     postgres_version: int | None = None,
     names: databases.ServerNames = databases.DEFAULT_NAMES,
+    vms: int = 0,
 ) -> Stack:
     """Start every service and write DIR/env.sh. Without `directory`, a new temporary one is made and
     removed again by `close()`. VM and scale set updates stay InProgress for `operation_seconds`.
-    The database servers run PostgreSQL `postgres_version` (None: the newest installed)."""
+    The database servers run PostgreSQL `postgres_version` (None: the newest installed); `vms` more VMs,
+    vm-1..vm-N, join the seed world."""
     seed.loopback(host)
     if port_base and not 1 <= port_base <= 65532:
         raise InvalidSetting(f"--port-base {port_base}: expected 0 (free ports) or 1-65532")
@@ -69,7 +71,7 @@ def start(
     if names.single == names.flexible:
         raise InvalidSetting(f"--single-name and --flexible-name are both {names.single!r}: each server needs its own")
     installation = cluster.find_installation(postgres_version)
-    stack = Stack(Path(), {}, World(operation_seconds, DEFAULT_TOKEN_LIFETIME))
+    stack = Stack(Path(), {}, World(operation_seconds, DEFAULT_TOKEN_LIFETIME, vms))
     if directory is None:
         created = Path(tempfile.mkdtemp(prefix="provision-emulator-"))
         stack.closers.append(lambda: shutil.rmtree(created, ignore_errors=True))

@@ -278,8 +278,9 @@ def system_identity(
 class World:
     """The emulated subscription. Every public method takes the lock and settles finished operations first."""
 
-    def __init__(self, operation_seconds: float, token_lifetime: int) -> None:
+    def __init__(self, operation_seconds: float, token_lifetime: int, vms: int = 0) -> None:
         self._lock = threading.RLock()
+        self.vms = vms  # extra VMs vm-1..vm-N, no identities, for tests and benchmarks of many machines
         self._reset_listeners: list[Callable[[], None]] = []
         self.default_operation_seconds = operation_seconds
         self.default_token_lifetime = token_lifetime
@@ -328,7 +329,18 @@ class World:
             IdentityState(),
             upgrade_mode="Manual",
         )
-        self.machines: dict[tuple[str, str, str], Machine] = {_key(m): m for m in (vm, scale_set)}
+        extra = [
+            Machine(
+                VIRTUAL_MACHINES,
+                seed.RESOURCE_GROUP,
+                f"vm-{n}",
+                seed.LOCATION,
+                str(uuid.uuid5(uuid.NAMESPACE_URL, f"vm-{n}")),
+                IdentityState(),
+            )
+            for n in range(1, self.vms + 1)
+        ]
+        self.machines: dict[tuple[str, str, str], Machine] = {_key(m): m for m in (vm, scale_set, *extra)}
         self.operations: dict[str, Operation] = {}
 
     def on_reset(self, listener: Callable[[], None]) -> None:
