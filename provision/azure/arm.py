@@ -258,6 +258,8 @@ def _retry_after(headers: Any) -> float | None:
 # Which Azure role each kind of write needs, for the 403 message.
 ROLE_TO_CREATE_IDENTITY = "Managed Identity Contributor on the resource group"
 ROLE_TO_ATTACH = "Virtual Machine Contributor on the VM or scale set, and Managed Identity Operator on the identity"
+# A write that names no identity (a removal sets it to null) is checked for the machine only.
+ROLE_TO_UPDATE_MACHINE = "Virtual Machine Contributor on the VM or scale set"
 ROLE_TO_READ = "Reader on the resource group"
 
 

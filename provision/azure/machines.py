@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from provision import deadline
-from provision.azure.arm import ROLE_TO_ATTACH, AdaptivePolling, Arm, errors_explained
+from provision.azure.arm import ROLE_TO_ATTACH, ROLE_TO_UPDATE_MACHINE, AdaptivePolling, Arm, errors_explained
 from provision.errors import Conflict, Interrupted, OutcomeUnknown, TimedOut
 from provision.plan import Action
 from provision.validate import same_resource_id
@@ -396,7 +396,10 @@ def _patch(
 
     subject = f"{machine.label} in resource group {machine.resource_group}"
     doing = f"updating {machine.label}"
-    with errors_explained(subject, arm, machine.resource_group, ROLE_TO_ATTACH):
+    # Azure checks assign permission on every identity the body names with a value (LinkedAuthorizationFailed).
+    named = (body.get("identity") or {}).get("userAssignedIdentities") or {}
+    needs_role = ROLE_TO_ATTACH if any(value is not None for value in named.values()) else ROLE_TO_UPDATE_MACHINE
+    with errors_explained(subject, arm, machine.resource_group, needs_role):
         try:
             poller = machine.operations(compute).begin_update(
                 machine.resource_group,

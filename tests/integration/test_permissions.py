@@ -143,6 +143,7 @@ def test_remove_without_virtual_machine_contributor_changes_nothing(fresh_emulat
     assert "AuthorizationFailed" in output
     assert f"'Microsoft.Compute/virtualMachines/write' over scope '{VM}'" in output
     assert "Virtual Machine Contributor" in output
+    assert "Managed Identity Operator" not in output  # a removal assigns nothing
     assert statuses(fresh_emulator, mark).count("PATCH 403") == 1
     restore_owner(fresh_emulator)
     assert machine_identities(fresh_emulator) == ("SystemAssigned, UserAssigned", [EXISTING])
