@@ -21,6 +21,7 @@ import pytest
 from provision.emulator import seed
 from provision.emulator.keys import Authority
 from provision.emulator.stack import AZ_CLOUD_NAME
+from provision.emulator.world import EXISTING_PRINCIPAL_ID
 
 AZ = Path(__file__).resolve().parents[2] / ".cache" / "venv-az" / "bin" / "az"
 
@@ -187,6 +188,8 @@ def test_the_walkthrough_with_the_real_az(az: AzureCli, quick_polls: None) -> No
     ids=["client-id", "resource-id"],
 )
 def test_az_login_as_a_user_assigned_identity(az: AzureCli, login: tuple[str, str]) -> None:
+    # As on Azure, the identity reads the group only with a role there.
+    az.emulator.grant(EXISTING_PRINCIPAL_ID, "Reader", f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourceGroups/{RG}")
     [account] = az.sign_in(*login)
     assert account["user"]["name"] == "userAssignedIdentity"
     assert account["id"] == seed.SUBSCRIPTION_ID
@@ -243,7 +246,7 @@ def test_az_reads_machines_groups_locations_and_resources(az: AzureCli) -> None:
     statuses = az.json("vm", "get-instance-view", "-g", RG, "-n", VM)["instanceView"]["statuses"]
     assert [s["code"] for s in statuses] == ["ProvisioningState/succeeded", "PowerState/running"]
     assert az.json("group", "show", "-g", RG)["location"] == seed.LOCATION
-    assert [g["name"] for g in az.json("group", "list")] == [RG]
+    assert [g["name"] for g in az.json("group", "list")] == [RG, seed.SHARED_RESOURCE_GROUP]
     assert seed.LOCATION in [loc["name"] for loc in az.json("account", "list-locations")]
     types = sorted(r["type"] for r in az.json("resource", "list", "-g", RG))
     assert types == [
