@@ -222,9 +222,10 @@ def _register() -> None:
     from provision.cli.emulator import emulator
     from provision.cli.identity import identity
     from provision.cli.role import role
+    from provision.cli.server import server
     from provision.cli.vm import check, psql, token
 
-    for command in (identity, role, token, check, psql, emulator):
+    for command in (identity, role, server, token, check, psql, emulator):
         cli.add_command(command)
 
 

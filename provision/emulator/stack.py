@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.emulator import arm, cluster, databases, imds, seed
+from provision.emulator.flexible_servers import FlexibleServers
 from provision.emulator.keys import Authority
 from provision.emulator.world import World
 from provision.errors import EmulatorError, InvalidInput
@@ -117,7 +118,8 @@ def _start_services(
     stack.closers.append(log.close)
     faults = arm.Faults()
     url_host = f"[{host}]" if ":" in host else host
-    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log)
+    flexible = FlexibleServers(world, names.flexible, str(installation.major))
+    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log, flexible)
     stack.closers.append(arm_server.stop)
     imds_server = imds.serve(host, _port(port_base, 1), authority, world, faults, log)
     stack.closers.append(imds_server.stop)
@@ -138,6 +140,7 @@ def _start_services(
         flexible_port=_port(port_base, 3),
         installation=installation,
         names=names,
+        flexible=flexible,
     )
     stack.closers.append(servers.close)
     world.on_reset(servers.reset)
