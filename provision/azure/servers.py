@@ -246,6 +246,7 @@ def enable_entra(
         _await(
             arm,
             resource_group,
+            name,
             f"updating server {name}",
             lambda polling: client.servers.begin_update(resource_group, name, body, polling=polling),
             on_wait,
@@ -291,6 +292,7 @@ def add_admin(
             _await(
                 arm,
                 resource_group,
+                name,
                 f"adding the Entra admin {admin.principal_name} to server {name}",
                 lambda polling: client.administrators_microsoft_entra.begin_create_or_update(
                     resource_group, name, admin.object_id, body, polling=polling
@@ -324,6 +326,7 @@ def remove_admin(
             _await(
                 arm,
                 resource_group,
+                name,
                 f"removing the Entra admin {current.principal_name} from server {name}",
                 lambda polling: client.administrators_microsoft_entra.begin_delete(
                     resource_group, name, current.object_id, polling=polling
@@ -335,7 +338,7 @@ def remove_admin(
     return result
 
 
-def _await(arm: Arm, resource_group: str, doing: str, begin: Callable[[Any], Any], on_wait: Waiter) -> None:
+def _await(arm: Arm, resource_group: str, name: str, doing: str, begin: Callable[[Any], Any], on_wait: Waiter) -> None:
     """Send one write and wait for its long-running operation. A refusal or a failed operation is the error
     errors_explained makes of Azure's answer; once the write was sent, anything that leaves its result unread
     is OutcomeUnknown; Ctrl-C or SIGTERM meanwhile re-raises Interrupted with `during` set."""
@@ -350,7 +353,7 @@ def _await(arm: Arm, resource_group: str, doing: str, begin: Callable[[Any], Any
             hint=hint,
         )
 
-    with errors_explained(doing, arm, resource_group, ROLE_TO_CHANGE):
+    with errors_explained(_subject(resource_group, name), arm, resource_group, ROLE_TO_CHANGE):
         try:
             poller = begin(AdaptivePolling(on_wait, f"waiting for {doing} to finish"))
         except ServiceResponseError as error:

@@ -349,7 +349,7 @@ def _admin_changer(cluster: ClusterClient, loop: asyncio.AbstractEventLoop) -> C
         template = "ALTER ROLE %I WITH CREATEROLE CREATEDB; GRANT azure_pg_admin TO %I WITH ADMIN OPTION"
         if not added:
             template = "REVOKE azure_pg_admin FROM %I; ALTER ROLE %I WITH NOCREATEROLE NOCREATEDB"
-        [[statements]] = await cluster.query("SELECT pg_catalog.format($1, $2, $2)", template, name)
+        [[statements]] = await cluster.query("SELECT pg_catalog.format($1, $2::text, $2::text)", template, name)
         await cluster.script(statements or "")
 
     def apply(added: bool, name: str, object_id: str, principal_type: str) -> None:
