@@ -183,20 +183,6 @@ def plan_admin_remove(server: FlexibleServer, object_id: str) -> EntraAdmin | No
     return current
 
 
-def admin_login(server: FlexibleServer, object_id: str | None) -> str:
-    """The login name of the signed-in principal (its object id) on the server: the principal name of
-    the Entra admin it is; else a Conflict that lists the admins."""
-    found = server.admin(object_id) if object_id else None
-    if found is not None:
-        return found.principal_name
-    listed = ", ".join(f"{a.principal_name} ({a.object_id})" for a in server.admins) or "none"
-    raise Conflict(
-        f"the signed-in principal (object id {object_id or 'unknown'}) is not an Entra admin of server"
-        f" {server.name}; its Entra admins: {listed}",
-        hint=f"Make it one: provision server admin add -g {server.resource_group} -n {server.name} --me",
-    )
-
-
 # -- steps ----------------------------------------------------------------------------------------------
 
 
@@ -390,10 +376,3 @@ def signed_in_admin(arm: Arm) -> EntraAdmin:
     if not claims.appid:
         raise NotFound("the signed-in principal's token names neither a user (upn) nor an application (appid)")
     return EntraAdmin(claims.oid.lower(), claims.appid, "ServicePrincipal", claims.tid)
-
-
-def signed_in_object_id(arm: Arm) -> str | None:
-    from provision.azure.imds import decode_claims
-
-    claims = decode_claims(arm.credential.get_token(arm.scope).token)
-    return claims.oid.lower() if claims and claims.oid else None
