@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
     from azure.mgmt.compute import ComputeManagementClient
     from azure.mgmt.msi import ManagedServiceIdentityClient
+    from azure.mgmt.postgresqlflexibleservers import PostgreSQLManagementClient
 
 log = logging.getLogger("provision.azure")
 
@@ -128,6 +129,11 @@ class Arm:
         from azure.mgmt.compute import ComputeManagementClient
 
         return self._closed_on_exit(ComputeManagementClient(**self._client_options()))
+
+    def postgres_client(self) -> PostgreSQLManagementClient:
+        from azure.mgmt.postgresqlflexibleservers import PostgreSQLManagementClient
+
+        return self._closed_on_exit(PostgreSQLManagementClient(**self._client_options()))
 
 
 def _scope(audience: str) -> str:

@@ -224,9 +224,10 @@ def _register() -> None:
     from provision.cli.identity import identity
     from provision.cli.manifest import apply, destroy, plan
     from provision.cli.role import role
+    from provision.cli.server import server
     from provision.cli.vm import check, psql, token
 
-    for command in (identity, role, token, check, psql, emulator, bind, unbind, plan, apply, destroy):
+    for command in (identity, role, server, token, check, psql, emulator, bind, unbind, plan, apply, destroy):
         cli.add_command(command)
 
 

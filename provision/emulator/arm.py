@@ -13,6 +13,7 @@ Routes (names and fixed segments are case-insensitive, as in Azure):
   GET                 .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
   GET PATCH           .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name}
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
+  Microsoft.DBforPostgreSQL/flexibleServers: see provision.emulator.flexible_servers
 Every request is authorized first, as Resource Manager does (provision.emulator.directory).
 Admin routes for tests, no token needed, not recorded: see `ADMIN_HELP`.
 """
@@ -40,6 +41,8 @@ import jwt
 
 from provision.emulator import seed
 from provision.emulator.directory import Directory
+from provision.emulator.flexible_servers import PROVIDER as POSTGRES_PROVIDER
+from provision.emulator.flexible_servers import FlexibleServers
 from provision.emulator.keys import Authority, TokenRejected
 from provision.emulator.recording import Capture, masked, masked_headers
 from provision.emulator.world import MACHINE_KINDS, VIRTUAL_MACHINES, ArmError, World
@@ -406,8 +409,10 @@ class EmulatorServer(ThreadingHTTPServer):
 class ArmService(Service):
     name = "arm"
 
-    def __init__(self, authority: Authority, world: World, faults: Faults, log: RequestLog) -> None:
-        self.authority, self.world, self.faults, self.log = authority, world, faults, log
+    def __init__(
+        self, authority: Authority, world: World, faults: Faults, log: RequestLog, flexible: FlexibleServers
+    ) -> None:
+        self.authority, self.world, self.faults, self.log, self.flexible = authority, world, faults, log, flexible
         self.directory = Directory()
         world.on_reset(self.directory.reset)
 
@@ -473,6 +478,12 @@ class ArmService(Service):
         if len(segments) < 2 or lower[0] != "subscriptions":
             raise _no_route(request)
         sub = segments[1]
+        if POSTGRES_PROVIDER.lower() in lower[2:6]:
+            api_version = request.query["api-version"]
+            body = request.json() if method in ("PUT", "PATCH") else None
+            return Reply(
+                *self.flexible.handle(method, segments, body, f"https://{request.headers.get('Host')}", api_version)
+            )
         if len(segments) == 2 and method == "GET":
             return Reply(200, self.world.subscription(sub))
         if lower[2:] == ["locations"] and method == "GET":
@@ -732,10 +743,11 @@ def _method_not_allowed(request: Request) -> ArmError:
     return ArmError(405, "MethodNotAllowed", f"The method '{request.method}' is not allowed on '{request.path}'.")
 
 
-def serve(host: str, port: int, authority: Authority, world: World, faults: Faults, log: RequestLog) -> EmulatorServer:
+def serve(
+    host: str, port: int, authority: Authority, world: World, faults: Faults, log: RequestLog, flexible: FlexibleServers
+) -> EmulatorServer:
     """Resource Manager on https://host:port, serving in a background thread."""
-    server = EmulatorServer(
-        host, port, ArmService(authority, world, faults, log), faults, log, authority.server_context("arm")
-    )
+    service = ArmService(authority, world, faults, log, flexible)
+    server = EmulatorServer(host, port, service, faults, log, authority.server_context("arm"))
     server.start()
     return server

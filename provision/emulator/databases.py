@@ -24,6 +24,7 @@ from typing import Protocol
 from provision.emulator import seed
 from provision.emulator.cluster import SUPERUSER, Clusters, Installation
 from provision.emulator.errors import EmulatorError
+from provision.emulator.flexible_servers import FlexibleServers
 from provision.emulator.gateway import (
     BackendError,
     ClusterClient,
@@ -189,9 +190,12 @@ def start(
     installation: Installation,
     names: ServerNames,
     capture: Capture | None = None,
+    flexible: FlexibleServers | None = None,
 ) -> Databases:
     """Start the Single Server and the Flexible Server called `names` on `host` (port 0: a free port),
-    both running `installation`'s PostgreSQL. Client messages go into `capture` while it is on.
+    both running `installation`'s PostgreSQL. Client messages go into `capture` while it is on. With
+    `flexible` (Resource Manager's view of the Flexible server), its authentication settings and Entra
+    admins apply to logins; without, Entra is on.
 
     Returns once both accept logins; their files live under `state_dir` when the server user can
     enter it, else in a temporary directory, and are removed by `close()`."""
@@ -202,7 +206,7 @@ def start(
     ready: concurrent.futures.Future[None] = concurrent.futures.Future()
     thread = threading.Thread(
         target=_run,
-        args=(databases, ready, state_dir, authority, world, listeners, installation, capture or Capture()),
+        args=(databases, ready, state_dir, authority, world, listeners, installation, capture or Capture(), flexible),
         name="provision-databases",
         daemon=True,
     )
@@ -238,6 +242,7 @@ def _run(
     listeners: dict[str, socket.socket],
     installation: Installation,
     capture: Capture,
+    flexible: FlexibleServers | None,
 ) -> None:
     """The thread: bring the clusters up, serve until closed, tear down."""
     loop = asyncio.new_event_loop()
@@ -245,7 +250,7 @@ def _run(
     try:
         clusters = Clusters((SINGLE, FLEXIBLE), state_dir, installation)
         clusters.start()  # from this thread: the servers die with it
-        loop.run_until_complete(_serve(databases, ready, clusters, authority, world, listeners, capture))
+        loop.run_until_complete(_serve(databases, ready, clusters, authority, world, listeners, capture, flexible))
     except BaseException as error:
         if not ready.done():
             ready.set_exception(error)
@@ -267,12 +272,14 @@ async def _serve(
     world: World,
     listeners: dict[str, socket.socket],
     capture: Capture,
+    flexible: FlexibleServers | None,
 ) -> None:
     names = databases.names
     admins = {name: await ClusterClient.connect(clusters.socket(name), SUPERUSER) for name in (SINGLE, FLEXIBLE)}
+    entra_enabled = (lambda: flexible.entra_enabled(names.flexible)) if flexible else None
     flavors: dict[str, Flavor] = {
         SINGLE: SingleServer(names.single, seed.DATABASE_ADMIN, seed.OPERATOR_PRINCIPAL_ID, admins[SINGLE]),
-        FLEXIBLE: FlexibleServer(names.flexible, admins[FLEXIBLE]),
+        FLEXIBLE: FlexibleServer(names.flexible, admins[FLEXIBLE], entra_enabled),
     }
     routes = {}
     for name in (SINGLE, FLEXIBLE):
@@ -296,6 +303,8 @@ async def _serve(
             raise EmulatorError(f"setting up the emulated database servers failed: {error}") from error
         tasks += [asyncio.create_task(gateway.serve(listeners[name], routes[name])) for name in (SINGLE, FLEXIBLE)]
         loop, stopped = asyncio.get_running_loop(), asyncio.Event()
+        if flexible:
+            flexible.on_admin_change(_admin_changer(admins[FLEXIBLE], loop))
         if databases._serving(loop, servers, lambda: loop.call_soon_threadsafe(stopped.set)):
             ready.set_result(None)
             await stopped.wait()
@@ -320,6 +329,38 @@ async def _set_up_flexible(cluster: ClusterClient, directory_socket: Path) -> No
         seed.DATABASE_ADMIN,
         seed.OPERATOR_PRINCIPAL_ID,
     )
+
+
+def _admin_changer(cluster: ClusterClient, loop: asyncio.AbstractEventLoop) -> Callable[[bool, str, str, str], None]:
+    """What an Entra admin added or removed through Resource Manager does on the server, from Resource
+    Manager's thread: the principal's role, created if missing, gets (or loses) the admin's powers, as
+    pgaadauth_create_principal_with_oid(..., isadmin) gives them."""
+
+    async def change(added: bool, name: str, object_id: str, principal_type: str) -> None:
+        kind = {"User": "user", "Group": "group"}.get(principal_type, "service")
+        [[exists]] = await cluster.query(
+            "SELECT (EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1))::text", name
+        )
+        if added and exists != "true":
+            await cluster.query(
+                "SELECT pg_catalog.pgaadauth_create_principal_with_oid($1, $2, $3, true, false)", name, object_id, kind
+            )
+            return
+        if exists != "true":
+            return
+        await cluster.query(
+            "SELECT pgaadauth.register($1, $2, $3, $4::boolean, false)", name, object_id, kind, str(added)
+        )
+        template = "ALTER ROLE %I WITH CREATEROLE CREATEDB; GRANT azure_pg_admin TO %I WITH ADMIN OPTION"
+        if not added:
+            template = "REVOKE azure_pg_admin FROM %I; ALTER ROLE %I WITH NOCREATEROLE NOCREATEDB"
+        [[statements]] = await cluster.query("SELECT pg_catalog.format($1, $2::text, $2::text)", template, name)
+        await cluster.script(statements or "")
+
+    def apply(added: bool, name: str, object_id: str, principal_type: str) -> None:
+        asyncio.run_coroutine_threadsafe(change(added, name, object_id, principal_type), loop).result(_RESET_TIMEOUT)
+
+    return apply
 
 
 def _directory_answerer(world: World) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:

@@ -292,10 +292,16 @@ class FlexibleServer(Flavor):
     pgaadauth_create_principal_with_oid (kept in pgaadauth.principals), and an app token (a service
     principal's, as every managed identity's is) only for a role registered as a service."""
 
-    def __init__(self, server_name: str, cluster: ClusterClient) -> None:
-        self.server_name, self._cluster = server_name, cluster
+    def __init__(
+        self, server_name: str, cluster: ClusterClient, entra_enabled: Callable[[], bool] | None = None
+    ) -> None:
+        self.server_name, self._cluster, self._entra_enabled = server_name, cluster, entra_enabled
 
     async def authorize(self, user: str, role: str, claims: dict[str, Any]) -> None:
+        if self._entra_enabled is not None and not self._entra_enabled():
+            # Without Entra authentication the server checks PostgreSQL passwords only, and a token is
+            # just a wrong one.
+            raise password_failed(user, "Microsoft Entra authentication is disabled on the server")
         rows = await self._cluster.query(
             "SELECT p.objectid, p.principaltype FROM pgaadauth.principals p"
             " JOIN pg_catalog.pg_roles r ON r.oid = p.roleoid WHERE r.rolname = $1",

@@ -23,6 +23,7 @@ from typing import Any
 
 from provision.emulator import arm, cluster, databases, imds, seed
 from provision.emulator.errors import EmulatorError, InvalidSetting
+from provision.emulator.flexible_servers import FlexibleServers
 from provision.emulator.keys import Authority
 from provision.emulator.world import World
 
@@ -136,7 +137,8 @@ def _start_services(
     stack.closers.append(log.close)
     faults = arm.Faults()
     url_host = f"[{host}]" if ":" in host else host
-    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log)
+    flexible = FlexibleServers(world, names.flexible, str(installation.major))
+    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log, flexible)
     stack.closers.append(arm_server.stop)
     imds_server = imds.serve(host, _port(port_base, 1), authority, world, faults, log)
     stack.closers.append(imds_server.stop)
@@ -159,6 +161,7 @@ def _start_services(
         installation=installation,
         names=names,
         capture=log.capture,
+        flexible=flexible,
     )
     stack.closers.append(servers.close)
     world.on_reset(servers.reset)
