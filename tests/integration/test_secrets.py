@@ -29,6 +29,7 @@ import pytest
 from helpers import admin_options, login_user, server_options
 
 from provision.emulator import seed
+from provision.emulator.arm import MANAGEMENT_AUDIENCES
 from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,6 +38,8 @@ RG = seed.RESOURCE_GROUP
 NEW_IDENTITY = "secretsIdentity"
 STRANGER = str(uuid.UUID(int=0x5EC2E7))  # a client id no identity has
 ARM_RESOURCE = seed.ARM_AUDIENCE.rstrip("/")
+# Resource Manager takes tokens for both its audiences; the tool asks for the one /metadata/endpoints lists first.
+ARM_RESOURCES = {audience.rstrip("/") for audience in MANAGEMENT_AUDIENCES}
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{20,}")
 AUTHORIZATION = re.compile(r"(?i)\bauthorization\b['\"]?\s*[:=]\s*['\"]?(?!redacted|<redacted>)[^\s'\",}]+")
 # Claims that are the same in every token of one identity for one audience, in the order they are
@@ -200,7 +203,7 @@ def leaks_in_what_was_sent(secrets: Secrets, captured: list[dict[str, Any]]) -> 
         for name, value in entry["headers"]:
             if entry["service"] == "arm" and name.lower() == "authorization":
                 scheme, _, token = value.partition(" ")
-                if scheme != "Bearer" or token_audience(token).rstrip("/") != ARM_RESOURCE:
+                if scheme != "Bearer" or token_audience(token).rstrip("/") not in ARM_RESOURCES:
                     leaks.append(f"{where}: an Authorization header that is not a Resource Manager bearer token")
             else:
                 leaks += secrets.leaks(f"{where} (header {name})", value)
