@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from emulator_fixtures import EmulatorProcess, _state_directory  # noqa: E402
 
-from provision.emulator import cluster, seed  # noqa: E402
+from provision.emulator import seed  # noqa: E402
+from provision.emulator.postgres import cluster  # noqa: E402
 from provision.emulator.stack import AZ_CLOUD_NAME  # noqa: E402
 
 PYTHON = sys.executable

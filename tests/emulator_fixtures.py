@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from provision.emulator import cluster
+from provision.emulator.postgres import cluster
 
 # VM and scale set updates stay InProgress this long, so tests see real polling but stay quick.
 OPERATION_SECONDS = 0.5

@@ -96,7 +96,7 @@ def start(
     from pathlib import Path
 
     from provision.emulator import errors, stack
-    from provision.emulator.databases import ServerNames
+    from provision.emulator.postgres.databases import ServerNames
 
     with stack.stop_signals() as stopped:
         # The emulator has its own errors (it imports nothing from the tool it judges): said as the tool's.

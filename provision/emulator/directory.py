@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from provision.emulator import seed
-from provision.emulator.world import MACHINE_KINDS, ArmError
+from provision.emulator.arm.world import MACHINE_KINDS, ArmError
 
 ASSIGN_IDENTITY = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import time
 
 from provision.emulator import seed
-from provision.emulator.arm import EmulatorServer, Fault, Faults, Reply, Request, RequestLog, Service
+from provision.emulator.arm.service import EmulatorServer, Fault, Faults, Reply, Request, RequestLog, Service
+from provision.emulator.arm.world import ManagedIdentity, World
 from provision.emulator.keys import Authority
-from provision.emulator.world import ManagedIdentity, World
 
 TOKEN_PATH = "/metadata/identity/oauth2/token"
 JWKS_PATH = "/jwks"

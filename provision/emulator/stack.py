@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.emulator import arm, cluster, databases, imds, seed
+from provision.emulator import imds, seed
+from provision.emulator.arm import service as arm
+from provision.emulator.arm.postgresql import FlexibleServers
+from provision.emulator.arm.world import World
 from provision.emulator.errors import EmulatorError, InvalidSetting
-from provision.emulator.flexible_servers import FlexibleServers
 from provision.emulator.keys import Authority
-from provision.emulator.world import World
+from provision.emulator.postgres import cluster, databases
 
 DEFAULT_TOKEN_LIFETIME = 86399  # what real IMDS answers in expires_in
 LOCK_FILE = "emulator.lock"  # in DIR, held while a stack runs there; it holds that stack's pid

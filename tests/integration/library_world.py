@@ -10,7 +10,7 @@ import pytest
 
 from provision.azure import imds
 from provision.emulator import seed
-from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 # The role of myVM's user-assigned identity is named after it, so the library can derive the user.
 USER_ROLE = seed.EXISTING_IDENTITY_NAME

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from provision.emulator import seed
+from provision.emulator.arm.world import EXISTING_PRINCIPAL_ID
 from provision.emulator.keys import Authority
 from provision.emulator.stack import AZ_CLOUD_NAME
-from provision.emulator.world import EXISTING_PRINCIPAL_ID
 
 AZ = Path(__file__).resolve().parents[2] / ".cache" / "venv-az" / "bin" / "az"
 

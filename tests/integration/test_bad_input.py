@@ -22,7 +22,7 @@ import pytest
 from helpers import WRITE_METHODS, admin_options, invoke, roles, server_options
 
 from provision.emulator import seed
-from provision.emulator.world import EXISTING_CLIENT_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

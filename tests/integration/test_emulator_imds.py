@@ -13,8 +13,8 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
 
 from provision.emulator import seed
+from provision.emulator.arm.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 from provision.emulator.keys import Authority
-from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from provision.emulator import cluster, databases, seed
-from provision.emulator.cluster import Clusters
+from provision.emulator import seed
+from provision.emulator.arm.world import ManagedIdentity
 from provision.emulator.keys import Authority
-from provision.emulator.world import ManagedIdentity
+from provision.emulator.postgres import cluster, databases
+from provision.emulator.postgres.cluster import Clusters
 
 pytestmark = pytest.mark.integration
 

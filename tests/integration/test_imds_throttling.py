@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import server_options
 
-from provision.emulator.world import EXISTING_CLIENT_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID
 
 pytestmark = pytest.mark.integration
 

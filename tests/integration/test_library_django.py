@@ -10,7 +10,7 @@ from library_world import USER_ROLE, LibraryWorld, prepare
 
 import provision
 from provision.emulator import seed
-from provision.emulator.world import EXISTING_CLIENT_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID
 
 pytestmark = pytest.mark.integration
 django = pytest.importorskip("django")

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 
 import provision
 from provision.emulator import seed
-from provision.emulator.world import EXISTING_CLIENT_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine as sqlalchemy_async_engin
 
 import provision
 from provision import sqlalchemy as provision_sqlalchemy
-from provision.emulator.world import EXISTING_CLIENT_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID
 
 pytestmark = pytest.mark.integration
 WHO = sqlalchemy.text("SELECT current_user")

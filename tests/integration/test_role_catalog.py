@@ -28,7 +28,7 @@ from provision.db.roles import IdentityIds, RoleRequest, commands
 from provision.db.roles.sql_text import statement
 from provision.db.roles.state import RoleState
 from provision.db.target import Target
-from provision.emulator.cluster import SUPERUSER, Clusters, Installation, installations
+from provision.emulator.postgres.cluster import SUPERUSER, Clusters, Installation, installations
 from provision.errors import Conflict, Forbidden, NotFound, OutcomeUnknown, ProvisionError, TimedOut
 
 CLIENT_ID = "0b5e8f3a-1c2d-4e6f-8a9b-c0d1e2f3a4b5"

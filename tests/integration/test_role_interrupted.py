@@ -28,7 +28,7 @@ from helpers import FLAVORS, admin_connection, admin_options, invoke
 from provision.db.roles import commands
 from provision.db.roles.planning import Plan
 from provision.db.roles.sql_text import statement
-from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,8 @@ import pytest
 from helpers import admin_options, login_user, server_options
 
 from provision.emulator import seed
-from provision.emulator.arm import MANAGEMENT_AUDIENCES
-from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
+from provision.emulator.arm.service import MANAGEMENT_AUDIENCES
+from provision.emulator.arm.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import database_token, writes
 
 from provision.emulator import seed
-from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import provision
+from provision.emulator.arm.world import EXISTING_CLIENT_ID
 from provision.emulator.keys import Authority
-from provision.emulator.world import EXISTING_CLIENT_ID
 from provision.errors import DatabaseError
 
 pytestmark = pytest.mark.integration

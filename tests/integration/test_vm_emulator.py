@@ -21,7 +21,7 @@ import provision
 from provision.azure import imds
 from provision.cli import cli
 from provision.emulator import seed
-from provision.emulator.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
+from provision.emulator.arm.world import EXISTING_CLIENT_ID, EXISTING_PRINCIPAL_ID
 
 pytestmark = pytest.mark.integration
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from provision.emulator import seed
+from provision.emulator.arm.world import ArmError
 from provision.emulator.directory import (
     ASSIGN_IDENTITY,
     ROLES,
@@ -16,7 +17,6 @@ from provision.emulator.directory import (
     required_action,
     role_permits,
 )
-from provision.emulator.world import ArmError
 
 SUB = f"/subscriptions/{seed.SUBSCRIPTION_ID}"
 GROUP = f"{SUB}/resourceGroups/{seed.RESOURCE_GROUP}"

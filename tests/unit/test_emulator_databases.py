@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from provision.db.verifiers import made_from
-from provision.emulator import cluster
-from provision.emulator.gateway import (
+from provision.emulator.postgres import cluster
+from provision.emulator.postgres.gateway import (
     PROTOCOL_3,
     error_response,
     parse_fields,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import provision
-from provision.emulator import imds, recording, scram
+from provision.emulator import imds, recording
+from provision.emulator.postgres import scram
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from provision.emulator import seed
-from provision.emulator.world import (
+from provision.emulator.arm.world import (
     EXISTING_CLIENT_ID,
     SCALE_SETS,
     VIRTUAL_MACHINES,

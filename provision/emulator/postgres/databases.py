@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Protocol
 
 from provision.emulator import seed
-from provision.emulator.cluster import SUPERUSER, Clusters, Installation
+from provision.emulator.arm.postgresql import FlexibleServers
 from provision.emulator.errors import EmulatorError
-from provision.emulator.flexible_servers import FlexibleServers
-from provision.emulator.gateway import (
+from provision.emulator.keys import Authority
+from provision.emulator.postgres.cluster import SUPERUSER, Clusters, Installation
+from provision.emulator.postgres.gateway import (
     BackendError,
     ClusterClient,
     Flavor,
@@ -34,7 +35,6 @@ from provision.emulator.gateway import (
     Route,
     SingleServer,
 )
-from provision.emulator.keys import Authority
 from provision.emulator.recording import Capture
 
 log = logging.getLogger(__name__)
@@ -382,4 +382,4 @@ def _directory_answerer(world: World) -> Callable[[asyncio.StreamReader, asyncio
 
 
 def _sql(name: str) -> str:
-    return resources.files("provision.emulator").joinpath(name).read_text()
+    return resources.files("provision.emulator.postgres").joinpath(name).read_text()

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provision.emulator import seed
-from provision.emulator.world import ArmError, World
+from provision.emulator.arm.world import ArmError, World
 
 PROVIDER = "Microsoft.DBforPostgreSQL"
 SERVER_TYPE = f"{PROVIDER}/flexibleServers"

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provision.emulator import scram, seed
+from provision.emulator import seed
 from provision.emulator.keys import Authority, TokenRejected
+from provision.emulator.postgres import scram
 from provision.emulator.recording import Capture
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ Routes (names and fixed segments are case-insensitive, as in Azure):
   GET                 .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
   GET PATCH           .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name}
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
-  Microsoft.DBforPostgreSQL/flexibleServers: see provision.emulator.flexible_servers
+  Microsoft.DBforPostgreSQL/flexibleServers: see provision.emulator.arm.postgresql
 Every request is authorized first, as Resource Manager does (provision.emulator.directory).
 Admin routes for tests, no token needed, not recorded: see `ADMIN_HELP`.
 """
@@ -40,12 +40,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import jwt
 
 from provision.emulator import seed
+from provision.emulator.arm.postgresql import PROVIDER as POSTGRES_PROVIDER
+from provision.emulator.arm.postgresql import FlexibleServers
+from provision.emulator.arm.world import MACHINE_KINDS, VIRTUAL_MACHINES, ArmError, World
 from provision.emulator.directory import Directory
-from provision.emulator.flexible_servers import PROVIDER as POSTGRES_PROVIDER
-from provision.emulator.flexible_servers import FlexibleServers
 from provision.emulator.keys import Authority, TokenRejected
 from provision.emulator.recording import Capture, masked, masked_headers
-from provision.emulator.world import MACHINE_KINDS, VIRTUAL_MACHINES, ArmError, World
 
 ADMIN_PREFIX = "/_emulator/"
 ADMIN_HELP = {
