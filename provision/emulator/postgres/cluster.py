@@ -29,7 +29,7 @@ from pathlib import Path
 from provision.emulator.errors import EmulatorError
 
 SEARCH_PATH_VARIABLE = "PROVISION_POSTGRES_DIRS"
-PROJECT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "postgres"
+PROJECT_CACHE = Path(__file__).resolve().parents[3] / ".cache" / "postgres"
 DEBIAN_VERSIONS = Path("/usr/lib/postgresql")
 # The majors Azure Database for PostgreSQL Flexible Server offers that the emulator is tested on.
 SUPPORTED_MAJORS = (15, 16, 17, 18)
