@@ -3,7 +3,7 @@ Server's resource, its authentication settings and its Microsoft Entra administr
 
 Shapes and status codes follow the REST specification's examples (azure-rest-api-specs,
 specification/postgresql/resource-manager/Microsoft.DBforPostgreSQL/stable/2025-08-01/examples:
-ServersGet, ServersUpdateWithMicrosoftEntraEnabled, AdministratorsMicrosoftEntraAdd/Get,
+ServersGet, ServersUpdateWithMicrosoftEntraEnabled, CapabilitiesByServerList, AdministratorsMicrosoftEntraAdd/Get,
 AdministratorsListByServer, AdministratorDelete): the PATCH of a server, the PUT and the DELETE of an
 administrator answer 202 with Azure-AsyncOperation and Location, and no body.
 
@@ -17,6 +17,7 @@ Routes (case-insensitive, under /subscriptions/{sub}):
   GET          /providers/Microsoft.DBforPostgreSQL/locations/{loc}/operationResults/{id}
   GET          /resourceGroups/{rg}/providers/Microsoft.DBforPostgreSQL/flexibleServers
   GET PATCH    /resourceGroups/{rg}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{name}
+  GET          .../flexibleServers/{name}/capabilities
   GET          .../flexibleServers/{name}/administrators
   GET PUT DELETE .../flexibleServers/{name}/administrators/{objectId}
 """
@@ -40,6 +41,7 @@ ADMIN_TYPE = f"{SERVER_TYPE}/administrators"
 SWITCHES = ("Enabled", "Disabled")
 PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal", "Unknown")
 GUID_CHARS = frozenset("0123456789abcdef-")
+SKU, TIER, STORAGE_GB = "Standard_D2ds_v5", "GeneralPurpose", 128
 
 # Called with (added, principal name, object id, principal type) when an admin is added or removed.
 AdminListener = Callable[[bool, str, str, str], None]
@@ -72,10 +74,13 @@ class Server:
         if self.entra_auth == "Enabled":
             auth["tenantId"] = seed.TENANT_ID
         return {
-            "sku": {"name": "Standard_D2ds_v5", "tier": "GeneralPurpose"},
+            "sku": {"name": SKU, "tier": TIER},
             "properties": {
-                "storage": {"storageSizeGB": 128, "autoGrow": "Disabled", "tier": "P10"},
+                "storage": {"storageSizeGB": STORAGE_GB, "autoGrow": "Disabled", "tier": "P10", "iops": 500},
                 "network": {"publicNetworkAccess": "Enabled"},
+                # az's update validates the server's backup settings against its capabilities.
+                "backup": {"backupRetentionDays": 7, "geoRedundantBackup": "Disabled"},
+                "availabilityZone": "1",
                 "authConfig": auth,
                 "fullyQualifiedDomainName": seed.host_name(self.name),
                 "version": self.version,
@@ -181,6 +186,9 @@ class FlexibleServers:
                 self._patch(group, name, body)
                 return 202, None, started()
             raise _method_not_allowed(method, segments)
+        if rest_lower[2:] == ["capabilities"] and method == "GET":
+            with self._lock:
+                return 200, {"value": [_capabilities(self._server(group, name))]}, {}
         if rest_lower[2] != "administrators" or len(rest) > 4:
             raise _no_route(segments)
         if len(rest) == 3:
@@ -285,6 +293,47 @@ class FlexibleServers:
         if kind == "operationresults" and status["status"] == "InProgress":
             return 202, None, {}
         return (200, status, {}) if kind == "azureasyncoperation" else (200, None, {})
+
+
+def _capabilities(server: Server) -> dict[str, Any]:
+    """What the server may change to (CapabilitiesByServerList, cut down to its own SKU, storage and version):
+    az reads it before every `flexible-server update` to validate the arguments, and refuses to go on unless
+    OfferRestricted is Disabled."""
+    iops_tiers = [{"name": name, "iops": iops} for name, iops in (("P10", 500), ("P15", 1100), ("P20", 2300))]
+    storage = {"supportedIops": 500, "storageSizeMb": STORAGE_GB * 1024, "defaultIopsTier": "P10"}
+    edition = {
+        "name": TIER,
+        "defaultSkuName": SKU,
+        "supportedServerSkus": [
+            {
+                "supportedFeatures": [],
+                "name": SKU,
+                "vCores": 2,
+                "supportedIops": 3750,
+                "supportedMemoryPerVcoreMb": 4096,
+                "supportedZones": ["1", "2", "3"],
+                "supportedHaMode": ["SameZone", "ZoneRedundant"],
+            }
+        ],
+        "supportedStorageEditions": [
+            {
+                "name": "ManagedDisk",
+                "defaultStorageSizeMb": STORAGE_GB * 1024,
+                "supportedStorageMb": [{**storage, "supportedIopsTiers": iops_tiers}],
+            }
+        ],
+    }
+    features = ("ZoneRedundantHa", "GeoBackup", "StorageAutoGrowth", "OnlineResize")
+    return {
+        "name": "FlexibleServerCapabilities",
+        "supportedServerEditions": [edition],
+        "supportedServerVersions": [
+            {"supportedFeatures": [], "name": server.version, "supportedVersionsToUpgrade": []}
+        ],
+        "supportedFeatures": [{"name": n, "status": "Enabled"} for n in features]
+        + [{"name": "OfferRestricted", "status": "Disabled"}],
+        "restricted": "Disabled",
+    }
 
 
 def _object(value: Any, where: str) -> dict[str, Any]:
