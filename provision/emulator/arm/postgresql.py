@@ -9,7 +9,10 @@ administrator answer 202 with Azure-AsyncOperation and Location, and no body.
 
 A change takes effect on the database at once (the gateway asks `entra_enabled`, the database servers
 create or unmap an admin's role through the listener); its operation reads InProgress for the world's
-operation_seconds, then Succeeded.
+operation_seconds, then Succeeded. The server keeps running through an authConfig change: azure-cli
+2.91.0 warns of a restart before an update only for a new SKU or storage beyond 4 TiB (custom_commands.py,
+_confirm_restart_server), never for --microsoft-entra-auth or --password-auth; no Microsoft page we found
+(security-entra-configure, the REST examples) says either way.
 
 Routes (case-insensitive, under /subscriptions/{sub}):
   GET          /providers/Microsoft.DBforPostgreSQL/flexibleServers

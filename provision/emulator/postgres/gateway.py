@@ -301,7 +301,9 @@ class FlexibleServer(Flavor):
     async def authorize(self, user: str, role: str, claims: dict[str, Any]) -> None:
         if self._entra_enabled is not None and not self._entra_enabled():
             # Without Entra authentication the server checks PostgreSQL passwords only, and a token is
-            # just a wrong one.
+            # just a wrong one: PostgreSQL's own 28P01 message. Unsourced: neither Microsoft's Entra pages
+            # (security-entra-configure, security-entra-concepts) nor an issue we found quotes what such a
+            # login gets.
             raise password_failed(user, "Microsoft Entra authentication is disabled on the server")
         rows = await self._cluster.query(
             "SELECT p.objectid, p.principaltype FROM pgaadauth.principals p"
