@@ -65,6 +65,16 @@ def emulator() -> None:
     show_default=True,
     help="Seed N more VMs, vm-1..vm-N, in myResourceGroup (no identities), for fleets of bindings.",
 )
+@click.option(
+    "--flexible-entra",
+    type=click.Choice(["enabled", "disabled"]),
+    default="enabled",
+    show_default=True,
+    help="Microsoft Entra authentication on the Flexible server at start. enabled: with aadadmin (the"
+    " operator) as its Entra admin, ready for the walkthrough. disabled: as Azure creates a server by default,"
+    " password authentication only and no Entra admin, for `provision server entra enable` and"
+    " `provision server admin add` to prepare.",
+)
 def start(
     directory: str | None,
     port_base: int,
@@ -74,6 +84,7 @@ def start(
     single_name: str,
     flexible_name: str,
     vms: int,
+    flexible_entra: str,
 ) -> None:
     """Run the local Azure stack in the foreground until SIGTERM or Ctrl-C.
 
@@ -109,6 +120,7 @@ def start(
                 int(postgres_version) if postgres_version else None,
                 ServerNames(single_name, flexible_name),
                 vms,
+                flexible_entra == "enabled",
             )
         except errors.InvalidSetting as error:
             raise InvalidInput(error.message, hint=error.hint) from error

@@ -61,11 +61,13 @@ def start(
     postgres_version: int | None = None,
     names: databases.ServerNames = databases.DEFAULT_NAMES,
     vms: int = 0,
+    flexible_entra: bool = True,
 ) -> Stack:
     """Start every service and write DIR/env.sh. Without `directory`, a new temporary one is made and
     removed again by `close()`. VM and scale set updates stay InProgress for `operation_seconds`.
     The database servers run PostgreSQL `postgres_version` (None: the newest installed); `vms` more VMs,
-    vm-1..vm-N, join the seed world."""
+    vm-1..vm-N, join the seed world. Without `flexible_entra` the Flexible server starts as Azure creates
+    one by default: password authentication only, no Entra admin."""
     seed.loopback(host)
     if port_base and not 1 <= port_base <= 65532:
         raise InvalidSetting(f"--port-base {port_base}: expected 0 (free ports) or 1-65532")
@@ -84,7 +86,7 @@ def start(
     stack.directory = directory = directory.resolve()
     try:
         stack.closers.append(_lock(directory))
-        _start_services(stack, port_base, host, installation, names)
+        _start_services(stack, port_base, host, installation, names, flexible_entra)
     except BaseException as error:
         stack.close()
         if isinstance(error, OSError):
@@ -131,7 +133,12 @@ def _lock(directory: Path) -> Callable[[], None]:
 
 
 def _start_services(
-    stack: Stack, port_base: int, host: str, installation: cluster.Installation, names: databases.ServerNames
+    stack: Stack,
+    port_base: int,
+    host: str,
+    installation: cluster.Installation,
+    names: databases.ServerNames,
+    flexible_entra: bool,
 ) -> None:
     directory, world = stack.directory, stack.world
     authority = Authority.load_or_create(directory)
@@ -139,7 +146,7 @@ def _start_services(
     stack.closers.append(log.close)
     faults = arm.Faults()
     url_host = f"[{host}]" if ":" in host else host
-    flexible = FlexibleServers(world, names.flexible, str(installation.major))
+    flexible = FlexibleServers(world, names.flexible, str(installation.major), flexible_entra)
     arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log, flexible)
     stack.closers.append(arm_server.stop)
     imds_server = imds.serve(host, _port(port_base, 1), authority, world, faults, log)

@@ -1,4 +1,4 @@
-"""`make demo` keeps working: the walkthrough end to end, and nothing left behind."""
+"""`make demo` keeps working: the server prepared, the walkthrough end to end, and nothing left behind."""
 
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ def test_demo_runs_the_walkthrough_and_cleans_up() -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         out = done.stdout
         for step in (
+            # The Flexible server starts as Azure creates one by default, and the demo prepares it.
+            "$ provision server show -g myResourceGroup -n myflex",
+            "activeDirectoryAuth=Disabled, passwordAuth=Enabled",
+            "$ provision server entra enable -g myResourceGroup -n myflex",
+            "update: server myflex (Microsoft Entra authentication is off)",
+            "$ provision server admin add -g myResourceGroup -n myflex --object-id ",
+            "create: Entra admin aadadmin (",
             "$ provision identity create -g myResourceGroup -n myManagedIdentity --vm myVM",
             "userAssignedIdentities=existingIdentity, myManagedIdentity",
             "flavor      single",

@@ -125,28 +125,43 @@ class Operation:
 
 
 class FlexibleServers:
-    """The subscription's Flexible servers: the emulated one, as the seed makes it, until reset."""
+    """The subscription's Flexible servers: the emulated one, as the seed makes it, until reset.
 
-    def __init__(self, world: World, name: str, version: str) -> None:
-        self._world, self._name, self._version = world, name, version
+    The seed server has Entra authentication on and the operator as its Entra admin `aadadmin`, ready for the
+    walkthrough; with `entra=False` it is as Azure creates one by default instead: password authentication only
+    and no Entra admin (ServersGet's authConfig; azure-cli#24713: "AD auth is disabled by default and password
+    auth is enabled by default")."""
+
+    def __init__(self, world: World, name: str, version: str, entra: bool = True) -> None:
+        self._world, self._name, self._version, self._entra = world, name, version, entra
         self._lock = threading.Lock()
         self._listeners: list[AdminListener] = []
         self._seed()
         world.on_reset(self.reset)
 
     def _seed(self) -> None:
-        operator = Admin(seed.OPERATOR_PRINCIPAL_ID, seed.DATABASE_ADMIN, "ServicePrincipal", seed.TENANT_ID)
-        server = Server(seed.RESOURCE_GROUP, self._name, self._version, admins={operator.object_id: operator})
+        server = Server(seed.RESOURCE_GROUP, self._name, self._version)
+        if self._entra:
+            operator = Admin(seed.OPERATOR_PRINCIPAL_ID, seed.DATABASE_ADMIN, "ServicePrincipal", seed.TENANT_ID)
+            server.admins[operator.object_id] = operator
+        else:
+            server.entra_auth = "Disabled"
         self.servers = {(server.resource_group.lower(), server.name.lower()): server}
         self.operations: dict[str, Operation] = {}
 
+    def seed_admins(self) -> list[Admin]:
+        """The Entra admins the seed server starts with (the database servers create their roles)."""
+        with self._lock:
+            return [admin for server in self.servers.values() for admin in server.admins.values()]
+
     def reset(self) -> None:
-        """Back to the seed; the seed's admin gets its powers back if a test took them."""
+        """Back to the seed; the seed's admins get their powers back if a test took them."""
         with self._lock:
             self._seed()
             listeners = list(self._listeners)
-        for listener in listeners:
-            listener(True, seed.DATABASE_ADMIN, seed.OPERATOR_PRINCIPAL_ID, "ServicePrincipal")
+        for admin in self.seed_admins():
+            for listener in listeners:
+                listener(True, admin.principal_name, admin.object_id, admin.principal_type)
 
     def on_admin_change(self, listener: AdminListener) -> None:
         with self._lock:

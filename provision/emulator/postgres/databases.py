@@ -295,7 +295,8 @@ async def _serve(
     try:
         try:
             await asyncio.gather(
-                admins[SINGLE].script(_sql("single.sql")), _set_up_flexible(admins[FLEXIBLE], directory_socket)
+                admins[SINGLE].script(_sql("single.sql")),
+                _set_up_flexible(admins[FLEXIBLE], directory_socket, _seed_admins(flexible)),
             )
             for server in servers:
                 await server.remember_seed()
@@ -317,18 +318,25 @@ async def _serve(
             await admin.close()
 
 
-async def _set_up_flexible(cluster: ClusterClient, directory_socket: Path) -> None:
+def _seed_admins(flexible: FlexibleServers | None) -> list[tuple[str, str]]:
+    """(role name, object id) of each Entra admin the Flexible server starts with: Resource Manager's, or
+    without it the operator as `aadadmin`."""
+    if flexible is None:
+        return [(seed.DATABASE_ADMIN, seed.OPERATOR_PRINCIPAL_ID)]
+    return [(admin.principal_name, admin.object_id) for admin in flexible.seed_admins()]
+
+
+async def _set_up_flexible(cluster: ClusterClient, directory_socket: Path, admins: list[tuple[str, str]]) -> None:
     await cluster.script(_sql("flexible.sql"))
     await cluster.query(
         "INSERT INTO pgaadauth.settings (tenant_id, directory_socket) VALUES ($1, $2)",
         seed.TENANT_ID,
         str(directory_socket),
     )
-    await cluster.query(
-        "SELECT pg_catalog.pgaadauth_create_principal_with_oid($1, $2, 'service', true, false)",
-        seed.DATABASE_ADMIN,
-        seed.OPERATOR_PRINCIPAL_ID,
-    )
+    for name, object_id in admins:
+        await cluster.query(
+            "SELECT pg_catalog.pgaadauth_create_principal_with_oid($1, $2, 'service', true, false)", name, object_id
+        )
 
 
 def _admin_changer(cluster: ClusterClient, loop: asyncio.AbstractEventLoop) -> Callable[[bool, str, str, str], None]:
