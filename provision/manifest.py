@@ -25,7 +25,7 @@ from provision.azure.machines import Machine
 from provision.bind import ROLE_DATABASE, Binding, Databases
 from provision.db.grants import parse_grants
 from provision.errors import ExitStatus, InvalidInput, ProvisionError, unexpected
-from provision.plan import Action, Failure
+from provision.plan import Action, Failure, Result
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -321,13 +321,21 @@ Connect = Callable[[Server, str], contextlib.AbstractContextManager["psycopg.Con
 Progress = Callable[[Outcome, int, int], None]
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool
+    parallel: int  # requests in flight at once
+    fail_fast: bool = False  # start nothing new once a binding has failed
+    progress: Progress | None = None  # told as each binding is done
+
+
 class _Run:
     """One plan, apply or destroy: the outcomes, and the bounded pool every phase runs in."""
 
-    def __init__(self, manifest: Manifest, dry_run: bool, parallel: int, fail_fast: bool, progress: Progress | None):
+    def __init__(self, manifest: Manifest, options: RunOptions):
         self.outcomes = [Outcome(entry) for entry in manifest.entries]
-        self.dry_run, self.parallel, self.fail_fast = dry_run, parallel, fail_fast
-        self._progress = progress
+        self.dry_run, self.parallel, self.fail_fast = options.dry_run, options.parallel, options.fail_fast
+        self._progress = options.progress
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reported: set[int] = set()
@@ -412,17 +420,36 @@ def _server_databases(connect: Connect, server: Server) -> Iterator[Callable[[st
         yield lambda database: Databases(conn(ROLE_DATABASE), conn(database))
 
 
-def apply(
-    arm: Arm,
-    connect: Connect,
-    manifest: Manifest,
-    dry_run: bool,
-    parallel: int,
-    fail_fast: bool = False,
-    progress: Progress | None = None,
-) -> Report:
+def _role_phase(
+    run: _Run, connect: Connect, step: Callable[[Databases, Server, Outcome], Result], finish: bool
+) -> Callable[[Server, list[Outcome]], None]:
+    """The database side of each binding on one server, one after another on its connections; `finish`
+    when it is the binding's last phase."""
+
+    def roles(server: Server, members: list[Outcome]) -> None:
+        with _server_databases(connect, server) as databases:
+            for member in members:
+                if run.stopped():
+                    member.skipped = "not run: --fail-fast after an earlier failure"
+                    run.finish(member)
+                    continue
+                try:
+                    result = step(databases(member.entry.binding.database), server, member)
+                except Exception as error:
+                    run.fail([member], error)
+                    continue
+                member.actions.extend(result.actions)
+                member.warnings.extend(result.warnings)
+                if finish:
+                    run.finish(member)
+
+    return roles
+
+
+def apply(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions) -> Report:
     """Converge: identities, then attachments (one PATCH per machine), then roles and grants."""
-    run = _Run(manifest, dry_run, parallel, fail_fast, progress)
+    run = _Run(manifest, options)
+    dry_run = options.dry_run
     msi, compute = arm.identity_client(), arm.compute_client()
     states: dict[Machine, machines.MachineState] = {}
 
@@ -443,45 +470,24 @@ def apply(
         for member in members:
             member.actions.append(applied.action)
 
-    def roles(server: Server, members: list[Outcome]) -> None:
-        with _server_databases(connect, server) as databases:
-            for member in members:
-                if run.stopped():
-                    member.skipped = "not run: --fail-fast after an earlier failure"
-                    run.finish(member)
-                    continue
-                try:
-                    assert member.identity is not None
-                    b = member.entry.binding
-                    result = bind_.ensure_role(databases(b.database), server.flavor, b, member.identity, dry_run)
-                except Exception as error:
-                    run.fail([member], error)
-                    continue
-                member.actions.extend(result.actions)
-                member.warnings.extend(result.warnings)
-                run.finish(member)
+    def role(databases: Databases, server: Server, member: Outcome) -> Result:
+        assert member.identity is not None
+        return bind_.ensure_role(databases, server.flavor, member.entry.binding, member.identity, dry_run)
 
     run.each(_grouped(run.alive(), _machine_key), read)
     run.each(_grouped(run.alive(), _identity_key), identity)
     run.each(_grouped(run.alive(), _machine_key), attach)
-    run.each(_grouped(run.alive(), lambda o: o.entry.server), roles)
+    run.each(_grouped(run.alive(), lambda o: o.entry.server), _role_phase(run, connect, role, finish=True))
     return Report(dry_run, run.outcomes)
 
 
-def destroy(
-    arm: Arm,
-    connect: Connect,
-    manifest: Manifest,
-    dry_run: bool,
-    parallel: int,
-    fail_fast: bool = False,
-    progress: Progress | None = None,
-) -> Report:
+def destroy(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions) -> Report:
     """Remove what the file declares: grants and roles, then attachments, then the identities provision
     created (tagged); nothing the file does not name."""
     from provision.azure import identities
 
-    run = _Run(manifest, dry_run, parallel, fail_fast, progress)
+    run = _Run(manifest, options)
+    dry_run = options.dry_run
     msi, compute = arm.identity_client(), arm.compute_client()
 
     def identity(_: Any, members: list[Outcome]) -> None:
@@ -490,17 +496,8 @@ def destroy(
         for member in members:
             member.identity = found
 
-    def roles(server: Server, members: list[Outcome]) -> None:
-        with _server_databases(connect, server) as databases:
-            for member in members:
-                try:
-                    b = member.entry.binding
-                    result = bind_.remove_role(databases(b.database), server.flavor, b, member.identity, dry_run)
-                except Exception as error:
-                    run.fail([member], error)
-                    continue
-                member.actions.extend(result.actions)
-                member.warnings.extend(result.warnings)
+    def role(databases: Databases, server: Server, member: Outcome) -> Result:
+        return bind_.remove_role(databases, server.flavor, member.entry.binding, member.identity, dry_run)
 
     def detach(_: Machine, members: list[Outcome]) -> None:
         ids = tuple(
@@ -523,7 +520,7 @@ def destroy(
             run.finish(member)
 
     run.each(_grouped(run.alive(), _identity_key), identity)
-    run.each(_grouped(run.alive(), lambda o: o.entry.server), roles)
+    run.each(_grouped(run.alive(), lambda o: o.entry.server), _role_phase(run, connect, role, finish=False))
     run.each(_grouped(run.alive(), _machine_key), detach)
     run.each(_grouped(run.alive(), _identity_key), delete)
     return Report(dry_run, run.outcomes)

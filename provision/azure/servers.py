@@ -199,6 +199,31 @@ def list_admins(client: PostgreSQLManagementClient, arm: Arm, resource_group: st
     return result
 
 
+Write = tuple[str, Callable[[Any], Any]]  # what is being done, for messages; how to send it, given the polling
+
+
+def _converge(
+    client: PostgreSQLManagementClient,
+    arm: Arm,
+    resource_group: str,
+    name: str,
+    decide: Callable[[FlexibleServer], tuple[Action, Write | None]],
+    dry_run: bool,
+    on_wait: Waiter,
+) -> Result:
+    """Read the server, decide, send the write (unless a dry run) and wait for it, then read it again."""
+    result = Result(dry_run=dry_run)
+    server = read_server(client, arm, resource_group, name)
+    action, write = decide(server)
+    result.add(action)
+    if write is not None and not dry_run:
+        doing, begin = write
+        _await(arm, resource_group, name, doing, begin, on_wait)
+        server = read_server(client, arm, resource_group, name)
+    result.fields.update(server.fields())
+    return result
+
+
 def enable_entra(
     client: PostgreSQLManagementClient,
     arm: Arm,
@@ -208,38 +233,24 @@ def enable_entra(
     dry_run: bool,
     on_wait: Waiter = None,
 ) -> Result:
-    result = Result(dry_run=dry_run)
-    server = read_server(client, arm, resource_group, name)
-    wanted = plan_entra(server, disable_password)
-    target = f"server {server.name}"
-    if wanted is None:
-        result.add(Action("noop", target, "authentication is already as asked"))
-        result.fields.update(server.fields())
-        return result
-    body: Any = {"properties": {"authConfig": wanted}}  # the SDK types bodies as TypedDicts
-    request = {"method": "PATCH", "url": arm.url(_path(arm, resource_group, name), API_VERSION), "body": body}
-    result.add(
-        Action(
-            "update",
-            target,
+    def decide(server: FlexibleServer) -> tuple[Action, Write | None]:
+        wanted = plan_entra(server, disable_password)
+        target = f"server {server.name}"
+        if wanted is None:
+            return Action("noop", target, "authentication is already as asked"), None
+        body: Any = {"properties": {"authConfig": wanted}}  # the SDK types bodies as TypedDicts
+        request = {"method": "PATCH", "url": arm.url(_path(arm, resource_group, name), API_VERSION), "body": body}
+        reason = (
             "Microsoft Entra authentication is off"
             if server.entra_auth != "Enabled"
-            else "password authentication is on",
-            request,
+            else "password authentication is on"
         )
-    )
-    if not dry_run:
-        _await(
-            arm,
-            resource_group,
-            name,
+        return Action("update", target, reason, request), (
             f"updating server {name}",
             lambda polling: client.servers.begin_update(resource_group, name, body, polling=polling),
-            on_wait,
         )
-        server = read_server(client, arm, resource_group, name)
-    result.fields.update(server.fields())
-    return result
+
+    return _converge(client, arm, resource_group, name, decide, dry_run, on_wait)
 
 
 def add_admin(
@@ -252,18 +263,16 @@ def add_admin(
     on_wait: Waiter = None,
     any_name: bool = False,
 ) -> Result:
-    result = Result(dry_run=dry_run)
-    server = read_server(client, arm, resource_group, name)
-    if server.entra_auth != "Enabled":
-        raise Conflict(
-            f"server {server.name} has Microsoft Entra authentication disabled: its Entra admins could not log in",
-            hint=f"Enable it first: provision server entra enable -g {resource_group} -n {name}",
-        )
-    verb = plan_admin_add(server, admin, any_name)
-    target = f"Entra admin {admin.principal_name} ({admin.object_id})"
-    if verb == "noop":
-        result.add(Action("noop", target, "already an admin of the server"))
-    else:
+    def decide(server: FlexibleServer) -> tuple[Action, Write | None]:
+        if server.entra_auth != "Enabled":
+            raise Conflict(
+                f"server {server.name} has Microsoft Entra authentication disabled: its Entra admins could not log in",
+                hint=f"Enable it first: provision server entra enable -g {resource_group} -n {name}",
+            )
+        verb = plan_admin_add(server, admin, any_name)
+        target = f"Entra admin {admin.principal_name} ({admin.object_id})"
+        if verb == "noop":
+            return Action("noop", target, "already an admin of the server"), None
         body: Any = {
             "properties": {
                 "principalName": admin.principal_name,
@@ -273,21 +282,14 @@ def add_admin(
         }
         url = arm.url(f"{_path(arm, resource_group, name)}/administrators/{admin.object_id}", API_VERSION)
         reason = "not an admin" if verb == "create" else "an admin under another name or type"
-        result.add(Action(verb, target, reason, {"method": "PUT", "url": url, "body": body}))
-        if not dry_run:
-            _await(
-                arm,
-                resource_group,
-                name,
-                f"adding the Entra admin {admin.principal_name} to server {name}",
-                lambda polling: client.administrators_microsoft_entra.begin_create_or_update(
-                    resource_group, name, admin.object_id, body, polling=polling
-                ),
-                on_wait,
-            )
-            server = read_server(client, arm, resource_group, name)
-    result.fields.update(server.fields())
-    return result
+        return Action(verb, target, reason, {"method": "PUT", "url": url, "body": body}), (
+            f"adding the Entra admin {admin.principal_name} to server {name}",
+            lambda polling: client.administrators_microsoft_entra.begin_create_or_update(
+                resource_group, name, admin.object_id, body, polling=polling
+            ),
+        )
+
+    return _converge(client, arm, resource_group, name, decide, dry_run, on_wait)
 
 
 def remove_admin(
@@ -299,29 +301,20 @@ def remove_admin(
     dry_run: bool,
     on_wait: Waiter = None,
 ) -> Result:
-    result = Result(dry_run=dry_run)
-    server = read_server(client, arm, resource_group, name)
-    current = plan_admin_remove(server, object_id)
-    if current is None:
-        result.add(Action("noop", f"Entra admin {object_id}", "not an admin of the server"))
-    else:
+    def decide(server: FlexibleServer) -> tuple[Action, Write | None]:
+        current = plan_admin_remove(server, object_id)
+        if current is None:
+            return Action("noop", f"Entra admin {object_id}", "not an admin of the server"), None
         url = arm.url(f"{_path(arm, resource_group, name)}/administrators/{current.object_id}", API_VERSION)
         target = f"Entra admin {current.principal_name} ({current.object_id})"
-        result.add(Action("delete", target, "an admin of the server", {"method": "DELETE", "url": url}))
-        if not dry_run:
-            _await(
-                arm,
-                resource_group,
-                name,
-                f"removing the Entra admin {current.principal_name} from server {name}",
-                lambda polling: client.administrators_microsoft_entra.begin_delete(
-                    resource_group, name, current.object_id, polling=polling
-                ),
-                on_wait,
-            )
-            server = read_server(client, arm, resource_group, name)
-    result.fields.update(server.fields())
-    return result
+        return Action("delete", target, "an admin of the server", {"method": "DELETE", "url": url}), (
+            f"removing the Entra admin {current.principal_name} from server {name}",
+            lambda polling: client.administrators_microsoft_entra.begin_delete(
+                resource_group, name, current.object_id, polling=polling
+            ),
+        )
+
+    return _converge(client, arm, resource_group, name, decide, dry_run, on_wait)
 
 
 def _await(arm: Arm, resource_group: str, name: str, doing: str, begin: Callable[[Any], Any], on_wait: Waiter) -> None:

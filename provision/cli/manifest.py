@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from provision.cli import Settings, pass_settings
-from provision.cli.identity import _arm
+from provision.cli.options import open_arm
 from provision.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ def _run(settings: Settings, path: str, parallel: int, fail_fast: bool, destroy:
         return admin.connect(target, cloud)
 
     run = manifest.destroy if destroy else manifest.apply
-    with _arm(settings) as arm:
-        report = run(arm, connect, parsed, dry_run, parallel, fail_fast, _progress(dry_run))
+    with open_arm(settings) as arm:
+        report = run(arm, connect, parsed, manifest.RunOptions(dry_run, parallel, fail_fast, _progress(dry_run)))
     _emit(settings, report)
 
 

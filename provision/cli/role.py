@@ -4,7 +4,6 @@ to re-run, on Single and Flexible Server."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,14 +11,11 @@ import click
 
 from provision import validate
 from provision.cli import Settings, pass_settings
-from provision.cli.options import Server, postgres_options
+from provision.cli.options import AdminLogin, admin_options
 from provision.errors import InvalidInput
 
 if TYPE_CHECKING:
-    import psycopg
-
     from provision.db.roles import IdentityIds
-    from provision.db.target import Target
     from provision.plan import Result
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,66 +34,6 @@ def role() -> None:
     per role name, so concurrent pipelines creating the same role all succeed, once. Re-running
     changes nothing; --dry-run prints the exact SQL and runs none of it.
     """
-
-
-@dataclasses.dataclass(frozen=True)
-class AdminLogin:
-    """How to reach the server as its Entra administrator, as given on the command line."""
-
-    server: Server
-    user: str
-    client_id: str | None
-    flavor: str
-
-    def validated(self) -> tuple[Target, str | None]:
-        """The connection target and the admin's client id, or InvalidInput."""
-        if self.flavor == "single" and self.user:  # with --flavor auto the server's answer tells, after connecting
-            validate.single_server_user(self.user, "--admin-user")
-        target = self.server.target(self.user, "--admin-user")
-        return target, validate.optional_guid(self.client_id, "--admin-client-id")
-
-    def run(self, settings: Settings, command: Callable[[psycopg.Connection], Result]) -> Result:
-        """Connect as the administrator and run `command` on the connection."""
-        from provision.cloud import get_cloud
-        from provision.db import admin
-
-        target, client_id = self.validated()
-        with admin.connect(target, get_cloud(settings.cloud), client_id) as connection:
-            return command(connection)
-
-
-def _admin_options(function: F) -> F:
-    """The server options, --admin-user, --admin-client-id and --flavor, handed over as one `admin`."""
-
-    @functools.wraps(function)
-    def with_admin(
-        *args: Any, server: Server, admin_user: str, admin_client_id: str | None, flavor: str, **kw: Any
-    ) -> Any:
-        return function(*args, admin=AdminLogin(server, admin_user, admin_client_id, flavor), **kw)
-
-    wrapped: Any = with_admin
-    wrapped = click.option(
-        "--flavor",
-        type=click.Choice(["auto", "single", "flexible"]),
-        default="auto",
-        show_default=True,
-        help="Server flavor. auto: Flexible Server has pgaadauth_create_principal_with_oid, Single Server has"
-        " the role azure_ad_user.",
-    )(wrapped)
-    wrapped = click.option(
-        "--admin-client-id",
-        metavar="ID",
-        help="Client id of the managed identity to sign in as administrator with (default: the credential"
-        " chain's choice). Not used when PGPASSWORD is set.",
-    )(wrapped)
-    wrapped = click.option(
-        "--admin-user",
-        envvar="PGUSER",
-        required=True,
-        metavar="USER",
-        help="The server's Microsoft Entra administrator; Single Server: name@servername. [env: PGUSER]",
-    )(wrapped)
-    return postgres_options(wrapped)
 
 
 def _name_option(function: F) -> F:
@@ -166,7 +102,7 @@ def _emit(settings: Settings, result: Result) -> None:
 
 
 @role.command()
-@_admin_options
+@admin_options
 @_name_option
 @click.option("--client-id", metavar="ID", help="The identity's client (application) id: what Single Server needs.")
 @click.option("--object-id", metavar="ID", help="The identity's object (principal) id: what Flexible Server needs.")
@@ -260,7 +196,7 @@ def create(
 
 
 @role.command()
-@_admin_options
+@admin_options
 @_name_option
 @click.option(
     "--force",
@@ -293,7 +229,7 @@ def drop(
 
 
 @role.command()
-@_admin_options
+@admin_options
 @_name_option
 @pass_settings
 def show(
@@ -313,7 +249,7 @@ def show(
 
 
 @role.command(name="list")
-@_admin_options
+@admin_options
 @pass_settings
 def list_(
     settings: Settings,
