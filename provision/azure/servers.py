@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from provision.azure.arm import ROLE_TO_READ, AdaptivePolling, Arm, errors_explained, is_absent
-from provision.errors import Conflict, Interrupted, InvalidInput, NotFound, OutcomeUnknown, TimedOut
+from provision.errors import Conflict, Forbidden, Interrupted, InvalidInput, NotFound, OutcomeUnknown, TimedOut
 from provision.plan import Action, Result
 
 if TYPE_CHECKING:
@@ -28,6 +28,10 @@ PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*")
 
 Waiter = Callable[[float], None] | None
+# The resource type says the flavor. Single Server (Microsoft.DBforPostgreSQL/servers) was retired on 2025-03-28
+# (techcommunity.microsoft.com, "Retiring Azure Database for PostgreSQL Single Server in 2025", 3783783),
+# so only flexible servers are named through Resource Manager.
+FLAVOR_OF_TYPE = {"microsoft.dbforpostgresql/flexibleservers": "flexible"}
 
 
 def server_name(value: str, option: str = "--name") -> str:
@@ -69,6 +73,7 @@ class EntraAdmin:
 class FlexibleServer:
     id: str
     name: str
+    type: str
     resource_group: str
     fqdn: str | None
     version: str | None
@@ -85,6 +90,7 @@ class FlexibleServer:
         return cls(
             id=str(body.get("id")),
             name=str(body.get("name")),
+            type=str(body.get("type")),
             resource_group=resource_group,
             fqdn=properties.get("fullyQualifiedDomainName"),
             version=properties.get("version"),
@@ -143,7 +149,44 @@ def read_server(client: PostgreSQLManagementClient, arm: Arm, resource_group: st
     return FlexibleServer.from_wire(resource_group, body, admins)
 
 
+@dataclass(frozen=True)
+class AdminLogin:
+    """How the signed-in principal logs in to a server as its Entra admin."""
+
+    host: str
+    flavor: str
+    user: str  # the admin's principal name: its login name
+
+
 # -- decisions ------------------------------------------------------------------------------------------
+
+
+def require_entra(server: FlexibleServer) -> None:
+    """Conflict when the server refuses Entra logins: its admins could not log in."""
+    if server.entra_auth != "Enabled":
+        raise Conflict(
+            f"server {server.name} has Microsoft Entra authentication disabled: its Entra admins could not log in",
+            hint=f"Enable it first: provision server entra enable -g {server.resource_group} -n {server.name}",
+        )
+
+
+def admin_login_of(server: FlexibleServer, me: EntraAdmin) -> AdminLogin:
+    """The host, flavor and login name for `me` on the server, or Forbidden naming its admins when `me` is
+    not one of them."""
+    flavor = FLAVOR_OF_TYPE.get(server.type.lower())
+    if flavor is None or not server.fqdn:
+        raise NotFound(f"{server.id} is a {server.type} with no host name to connect to")
+    require_entra(server)
+    admin = server.admin(me.object_id)
+    if admin is None:
+        names = ", ".join(f"{a.principal_name} ({a.principal_type})" for a in server.admins) or "none"
+        raise Forbidden(
+            f"the signed-in principal {me.principal_name} ({me.object_id}) is not an Entra admin of server"
+            f" {server.name}; its Entra admins: {names}",
+            hint="Sign in as one of them, or make this principal an admin:"
+            f" provision server admin add -g {server.resource_group} -n {server.name} --me",
+        )
+    return AdminLogin(server.fqdn, flavor, admin.principal_name)
 
 
 def plan_entra(server: FlexibleServer, disable_password: bool) -> dict[str, str] | None:
@@ -264,11 +307,7 @@ def add_admin(
     any_name: bool = False,
 ) -> Result:
     def decide(server: FlexibleServer) -> tuple[Action, Write | None]:
-        if server.entra_auth != "Enabled":
-            raise Conflict(
-                f"server {server.name} has Microsoft Entra authentication disabled: its Entra admins could not log in",
-                hint=f"Enable it first: provision server entra enable -g {resource_group} -n {name}",
-            )
+        require_entra(server)
         verb = plan_admin_add(server, admin, any_name)
         target = f"Entra admin {admin.principal_name} ({admin.object_id})"
         if verb == "noop":
@@ -369,3 +408,9 @@ def signed_in_admin(arm: Arm) -> EntraAdmin:
     if not claims.appid:
         raise NotFound("the signed-in principal's token names neither a user (upn) nor an application (appid)")
     return EntraAdmin(claims.oid.lower(), claims.appid, "ServicePrincipal", claims.tid)
+
+
+def admin_login(client: PostgreSQLManagementClient, arm: Arm, resource_group: str, name: str) -> AdminLogin:
+    """How the principal Resource Manager signs in as logs in to the server as its Entra admin: one read of
+    the server and its admins."""
+    return admin_login_of(read_server(client, arm, resource_group, name), signed_in_admin(arm))

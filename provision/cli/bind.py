@@ -60,6 +60,11 @@ def _binding_options(function: F) -> F:
             click.option("--vm", metavar="NAME", help="VM the identity is attached to. Give --vm or --vmss."),
             click.option("--vmss", metavar="NAME", help="Scale set the identity is attached to."),
             click.option("--vm-resource-group", metavar="RG", help="Resource group of the machine, if not -g."),
+            click.option(
+                "--server-resource-group",
+                metavar="RG",
+                help="Resource group of --server, if not -g.",
+            ),
             click.option("--role", required=True, metavar="ROLE", help="PostgreSQL role the identity logs in as."),
             click.option("--member-of", multiple=True, metavar="ROLE", help="Group role to join; repeatable."),
             click.option(
@@ -76,12 +81,13 @@ def _binding_options(function: F) -> F:
 
 
 def _connect(settings: Settings, admin: AdminLogin) -> Any:
+    """How the binding's steps connect to a database of the server, as its admin (resolved)."""
     from provision.cloud import get_cloud
     from provision.db import admin as admin_db
 
-    target, client_id = admin.validated()
+    target = admin.target()
     cloud = get_cloud(settings.cloud)
-    return lambda database: admin_db.connect(dataclasses.replace(target, database=database), cloud, client_id)
+    return lambda database: admin_db.connect(dataclasses.replace(target, database=database), cloud, admin.client_id)
 
 
 @click.command()
@@ -97,14 +103,17 @@ def bind(settings: Settings, admin: AdminLogin, binding: Binding) -> None:
     \b
     Example:
       provision bind -g myResourceGroup --identity app1-id --vm app1-vm \\
-          --host myflex.postgres.database.azure.com --admin-user aadadmin --role app1 \\
+          --server myflex --role app1 \\
           --grant 'USAGE ON SCHEMA app' --grant 'SELECT ON ALL TABLES IN SCHEMA app'
     """
     from provision import bind as bind_
 
-    connect = _connect(settings, admin)
+    admin.check()
     with open_arm(settings) as arm:
-        result = bind_.bind(arm, connect, admin.flavor, binding, settings.dry_run, wait_progress(settings))
+        admin = admin.resolved(arm)
+        result = bind_.bind(
+            arm, _connect(settings, admin), admin.flavor, binding, settings.dry_run, wait_progress(settings)
+        )
     settings.emit(result)
 
 
@@ -120,9 +129,16 @@ def unbind(settings: Settings, admin: AdminLogin, binding: Binding, delete_ident
     """Undo bind: revoke the grants, drop the role (only this identity's), detach the identity."""
     from provision import bind as bind_
 
-    connect = _connect(settings, admin)
+    admin.check()
     with open_arm(settings) as arm:
+        admin = admin.resolved(arm)
         result = bind_.unbind(
-            arm, connect, admin.flavor, binding, delete_identity, settings.dry_run, wait_progress(settings)
+            arm,
+            _connect(settings, admin),
+            admin.flavor,
+            binding,
+            delete_identity,
+            settings.dry_run,
+            wait_progress(settings),
         )
     settings.emit(result)

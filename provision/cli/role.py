@@ -4,6 +4,7 @@ to re-run, on Single and Flexible Server."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,6 +37,19 @@ def role() -> None:
     """
 
 
+def _server_group_option(function: F) -> F:
+    """-g for the commands that name no identity: --server's resource group, and nothing else."""
+
+    @functools.wraps(function)
+    def without_group(*args: Any, admin: AdminLogin, resource_group: str | None, **kw: Any) -> Any:
+        if resource_group is not None and admin.named is None:
+            raise InvalidInput("-g/--resource-group goes with --server")
+        return function(*args, admin=admin, **kw)
+
+    wrapped: Any = without_group
+    return click.option("-g", "--resource-group", metavar="RG", help="Resource group of --server.")(wrapped)
+
+
 def _name_option(function: F) -> F:
     return click.option(
         "--name",
@@ -53,6 +67,7 @@ def _identity_lookup(
     identity_id: str | None,
     identity_name: str | None,
     resource_group: str | None,
+    server_named: bool,
 ) -> Callable[[], IdentityIds] | None:
     """Validate how the identity was given; a lookup in Resource Manager to run once every input is valid,
     or None when the ids were given directly."""
@@ -66,8 +81,8 @@ def _identity_lookup(
             "which identity? Give --client-id (Single Server), --object-id (Flexible Server),"
             " --identity-id ARM_ID or --identity NAME -g RG"
         )
-    if resource_group is not None and not identity_name:
-        raise InvalidInput("-g/--resource-group goes with --identity")
+    if resource_group is not None and not identity_name and not server_named:
+        raise InvalidInput("-g/--resource-group goes with --identity or --server")
     subscription: str | None
     if identity_id:
         parsed = validate.identity_id(identity_id)
@@ -117,7 +132,7 @@ def _emit(settings: Settings, result: Result) -> None:
     metavar="NAME",
     help="Name of a user-assigned identity (with -g); both ids are read from Resource Manager.",
 )
-@click.option("-g", "--resource-group", metavar="RG", help="Resource group of --identity.")
+@click.option("-g", "--resource-group", metavar="RG", help="Resource group of --identity, and of --server.")
 @click.option(
     "--member-of",
     multiple=True,
@@ -180,12 +195,17 @@ def create(
 
     request = roles.RoleRequest(name, roles.IdentityIds(client_id, object_id), member_of, replace, allow_predefined)
     roles.refuse_admin_name(name, admin.user, admin.flavor)
-    lookup = _identity_lookup(settings, client_id, object_id, identity_id, identity_name, resource_group)
+    lookup = _identity_lookup(
+        settings, client_id, object_id, identity_id, identity_name, resource_group, admin.named is not None
+    )
     flavor = admin.flavor
     if lookup is None and flavor != "auto":
         roles.require_ids(flavor, request.identity)
-    admin.validated()  # before the Resource Manager lookup: nothing is requested while any input is bad
-    if lookup is not None:  # the first request: every input is valid by now
+    admin.check()  # before the Resource Manager reads: nothing is requested while any input is bad
+    if admin.named is not None:  # the first request: every input is valid by now
+        admin = admin.resolved_with(settings)
+        roles.refuse_admin_name(name, admin.user, admin.flavor)
+    if lookup is not None:
         request = dataclasses.replace(request, identity=lookup())
         if flavor != "auto":
             roles.require_ids(flavor, request.identity)
@@ -197,6 +217,7 @@ def create(
 
 @role.command()
 @admin_options
+@_server_group_option
 @_name_option
 @click.option(
     "--force",
@@ -230,6 +251,7 @@ def drop(
 
 @role.command()
 @admin_options
+@_server_group_option
 @_name_option
 @pass_settings
 def show(
@@ -250,6 +272,7 @@ def show(
 
 @role.command(name="list")
 @admin_options
+@_server_group_option
 @pass_settings
 def list_(
     settings: Settings,
