@@ -111,9 +111,12 @@ def test_bad_ways_to_name_the_server_exit_2_before_any_request(
 def test_role_create_checks_its_inputs_before_reading_the_server(fresh_emulator: Any) -> None:
     mark = fresh_emulator.mark()
 
-    result = fresh_emulator.run("role", "create", *ON_SERVER, "--name", "app1", "--object-id", "not-a-guid")
+    result = fresh_emulator.run(
+        "role", "create", *ON_SERVER, "--port", "99999", "--name", "app1", "--object-id", seed.OPERATOR_PRINCIPAL_ID
+    )
 
     assert result.returncode == 2, result.stderr
+    assert "99999" in result.stderr
     assert fresh_emulator.requests(mark) == []
 
 
