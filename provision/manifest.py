@@ -9,6 +9,7 @@ binding's failure stops only what depends on it, unless `fail_fast`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
     from provision.azure.identities import Identity
 
 FLAVORS = ("auto", "single", "flexible")
-SERVER_KEYS = {"host", "port", "database", "admin_user", "sslmode", "sslrootcert", "flavor"}
+SERVER_KEYS = {"host", "port", "database", "admin_user", "sslmode", "sslrootcert", "flavor", "server_resource_group"}
+# Two ways to name a binding's server: a binding that uses one replaces the other from [defaults].
+BY_NAME, BY_HOST = ("server", "server_resource_group"), ("host", "admin_user")
 DEFAULT_KEYS = {"resource_group", "server"} | SERVER_KEYS
 BINDING_KEYS = {"identity", "vm", "vmss", "vm_resource_group", "role", "member_of", "grants"} | DEFAULT_KEYS
 _BINDING_HEADER = re.compile(r"^\s*\[\[\s*binding\s*\]\]")
@@ -57,10 +60,16 @@ class Server:
     sslmode: str = "verify-full"
     sslrootcert: str | None = None
     flavor: str = "auto"
+    named: tuple[str, str] | None = None  # `server =`: its resource group and name, until resolved
 
     @property
     def label(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.named[1] if self.named else f"{self.host}:{self.port}"
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The same server, however it is written."""
+        return (self.named[0].lower(), self.named[1]) if self.named else (self.host.lower(), self.port)
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,13 @@ def parse(text: str, path: str) -> Manifest:
         if not isinstance(table, dict):
             raise InvalidInput(f"{path}: binding must be an array of tables ([[binding]])")
         _refuse_unknown(text, path, line, "[[binding]]", table, BINDING_KEYS)
+        inherited = dict(defaults)
+        for way, other in ((BY_NAME, BY_HOST), (BY_HOST, BY_NAME)):
+            if any(key in table for key in way):
+                for key in other:
+                    inherited.pop(key, None)
         try:
-            entries.append(_entry({**defaults, **table}, line))
+            entries.append(_entry({**inherited, **table}, line))
         except InvalidInput as error:
             raise InvalidInput(f"{path}:{line}: {error.message}") from None
     _refuse_clashes(path, entries)
@@ -141,11 +155,6 @@ def _texts(values: dict[str, Any], key: str) -> tuple[str, ...]:
 
 
 def _entry(values: dict[str, Any], line: int) -> Entry:
-    if "server" in values:
-        raise InvalidInput(
-            "server: naming a server by its Resource Manager name needs `provision server`, which this version"
-            " does not have; give host and admin_user"
-        )
     group = validate.resource_group(str(_text(values, "resource_group")), "resource_group")
     identity = validate.identity_name(str(_text(values, "identity")), "identity")
     vm, vmss = _text(values, "vm", False), _text(values, "vmss", False)
@@ -158,23 +167,7 @@ def _entry(values: dict[str, Any], line: int) -> Entry:
         validate.machine_name(str(vm or vmss), "vm" if vm else "vmss"),
     )
     role = validate.role_name(str(_text(values, "role")), "role")
-    port = values.get("port", 5432)
-    if not isinstance(port, int) or isinstance(port, bool):
-        raise InvalidInput("port must be a number")
-    flavor = _text(values, "flavor", False) or "auto"
-    if flavor not in FLAVORS:
-        raise InvalidInput(f"flavor {flavor!r}: one of {', '.join(FLAVORS)}")
-    admin_user = str(_text(values, "admin_user"))
-    if flavor == "single":
-        validate.single_server_user(admin_user, "admin_user")
-    server = Server(
-        validate.host(str(_text(values, "host")), "host"),
-        validate.port(port, "port"),
-        admin_user,
-        validate.sslmode(_text(values, "sslmode", False) or "verify-full", "sslmode"),
-        _text(values, "sslrootcert", False),
-        flavor,
-    )
+    server = _server(values, group)
     database = _text(values, "database", False) or ROLE_DATABASE
     binding = Binding(
         group,
@@ -188,12 +181,53 @@ def _entry(values: dict[str, Any], line: int) -> Entry:
     return Entry(binding, server, line)
 
 
+def _server(values: dict[str, Any], group: str) -> Server:
+    """host + admin_user, or server (+ server_resource_group, default: the binding's resource_group)."""
+    from provision.azure.servers import server_name
+
+    port = values.get("port", 5432)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise InvalidInput("port must be a number")
+    flavor = _text(values, "flavor", False) or "auto"
+    if flavor not in FLAVORS:
+        raise InvalidInput(f"flavor {flavor!r}: one of {', '.join(FLAVORS)}")
+    port = validate.port(port, "port")
+    sslmode = validate.sslmode(_text(values, "sslmode", False) or "verify-full", "sslmode")
+    sslrootcert = _text(values, "sslrootcert", False)
+    name = _text(values, "server", False)
+    if name is None:
+        if "server_resource_group" in values:
+            raise InvalidInput("server_resource_group goes with server")
+        admin_user = str(_text(values, "admin_user"))
+        if flavor == "single":
+            validate.single_server_user(admin_user, "admin_user")
+        host = validate.host(str(_text(values, "host")), "host")
+        return Server(host, port, admin_user, sslmode, sslrootcert, flavor)
+    given = [key for key in BY_HOST if key in values]
+    if given:
+        raise InvalidInput(
+            f"server and {' and '.join(given)}: server reads the host and the admin from Resource Manager;"
+            " give one way or the other"
+        )
+    if flavor == "single":
+        raise InvalidInput(
+            "server names a flexible server; Single Server was retired on 2025-03-28 and has no Resource Manager"
+            " name here: give host and admin_user"
+        )
+    server_group = _text(values, "server_resource_group", False)
+    named = (
+        validate.resource_group(server_group, "server_resource_group") if server_group else group,
+        server_name(name, "server"),
+    )
+    return Server("", port, "", sslmode, sslrootcert, "flexible", named)
+
+
 def _refuse_clashes(path: str, entries: list[Entry]) -> None:
     """A role is the server's (not a database's): one role, one identity. The same binding twice is a typo."""
     seen: dict[tuple[Any, ...], Entry] = {}
     for entry in entries:
         b = entry.binding
-        key = (entry.server.host.lower(), entry.server.port, b.role)
+        key = (entry.server.key, b.role)
         earlier = seen.setdefault(key, entry)
         if earlier is entry:
             continue
@@ -420,6 +454,29 @@ def _server_databases(connect: Connect, server: Server) -> Iterator[Callable[[st
         yield lambda database: Databases(conn(ROLE_DATABASE), conn(database))
 
 
+def _resolve_servers(arm: Arm, run: _Run) -> None:
+    """Each server the file names by its Resource Manager name, read once for the run: its host, its flavor
+    and the signed-in principal's admin login. A server that cannot be read fails its bindings only."""
+    from provision.azure import servers
+
+    named = [outcome for outcome in run.alive() if outcome.entry.server.named]
+    if not named:
+        return
+    postgres = arm.postgres_client()
+
+    def resolve(_: Any, members: list[Outcome]) -> None:
+        named_as = members[0].entry.server.named
+        assert named_as is not None
+        login = servers.admin_login(postgres, arm, *named_as)
+        for member in members:
+            server = dataclasses.replace(
+                member.entry.server, host=login.host, admin_user=login.user, flavor=login.flavor, named=None
+            )
+            member.entry = dataclasses.replace(member.entry, server=server)
+
+    run.each(_grouped(named, lambda o: o.entry.server.key), resolve)
+
+
 def _role_phase(
     run: _Run, connect: Connect, step: Callable[[Databases, Server, Outcome], Result], finish: bool
 ) -> Callable[[Server, list[Outcome]], None]:
@@ -450,6 +507,7 @@ def apply(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions) -
     """Converge: identities, then attachments (one PATCH per machine), then roles and grants."""
     run = _Run(manifest, options)
     dry_run = options.dry_run
+    _resolve_servers(arm, run)
     msi, compute = arm.identity_client(), arm.compute_client()
     states: dict[Machine, machines.MachineState] = {}
 
@@ -488,6 +546,7 @@ def destroy(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions)
 
     run = _Run(manifest, options)
     dry_run = options.dry_run
+    _resolve_servers(arm, run)
     msi, compute = arm.identity_client(), arm.compute_client()
 
     def identity(_: Any, members: list[Outcome]) -> None:

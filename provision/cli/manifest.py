@@ -119,8 +119,7 @@ def apply(settings: Settings, path: str, parallel: int, fail_fast: bool) -> None
     \b
     [defaults]
     resource_group = "myResourceGroup"
-    host = "myflex.postgres.database.azure.com"
-    admin_user = "aadadmin"
+    server = "myflex"                 # or host = "..." and admin_user = "..."
 
     \b
     [[binding]]
