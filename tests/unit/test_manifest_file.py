@@ -68,6 +68,8 @@ def test_a_server_is_named_in_the_defaults_or_per_binding_and_replaces_the_other
     )
     assert (second.server.named, second.server.port) == (("dbs", "myflex"), 6432)
     assert (third.server.named, third.server.host, third.server.admin_user) == (None, "h.example", "dba")
+    one_role_on_two_servers = NAMED + binding() + binding(identity="app2-id", vm="app2-vm", extra='server = "flex2"\n')
+    assert len(parse(one_role_on_two_servers, "f.toml").entries) == 2
     bound = parse(HEAD + binding(extra='server = "other"\n'), "f.toml").entries[0].server
     assert (bound.named, bound.host, bound.admin_user) == (("myResourceGroup", "other"), "", "")
 
