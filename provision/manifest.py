@@ -14,10 +14,10 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from provision import bind as bind_
 from provision import validate
@@ -352,7 +352,16 @@ class Report:
 
 
 Connect = Callable[[Server, str], contextlib.AbstractContextManager["psycopg.Connection"]]
-Progress = Callable[[Outcome, int, int], None]
+
+
+class Progress(Protocol):
+    """Told how the bindings move on: every outcome first, then what each is doing and when each is done."""
+
+    def begin(self, outcomes: Sequence[Outcome]) -> None: ...
+
+    def doing(self, outcome: Outcome, what: str) -> None: ...
+
+    def done(self, outcome: Outcome, count: int, total: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -360,7 +369,7 @@ class RunOptions:
     dry_run: bool
     parallel: int  # requests in flight at once
     fail_fast: bool = False  # start nothing new once a binding has failed
-    progress: Progress | None = None  # told as each binding is done
+    progress: Progress | None = None
 
 
 class _Run:
@@ -373,6 +382,8 @@ class _Run:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reported: set[int] = set()
+        if self._progress is not None:
+            self._progress.begin(self.outcomes)
 
     def alive(self) -> list[Outcome]:
         return [outcome for outcome in self.outcomes if not outcome.failed]
@@ -397,11 +408,14 @@ class _Run:
     def _report(self, outcome: Outcome) -> None:
         if id(outcome) not in self._reported and self._progress is not None:
             self._reported.add(id(outcome))
-            self._progress(outcome, len(self._reported), len(self.outcomes))
+            self._progress.done(outcome, len(self._reported), len(self.outcomes))
 
-    def each(self, groups: dict[Any, list[Outcome]], work: Callable[[Any, list[Outcome]], None]) -> None:
+    def each(
+        self, groups: dict[Any, list[Outcome]], work: Callable[[Any, list[Outcome]], None], doing: str | None = None
+    ) -> None:
         """Run `work` on every group of still-alive outcomes, at most `parallel` at once; a group that
-        raises fails its outcomes. With fail_fast, groups not started after a failure are skipped."""
+        raises fails its outcomes. With fail_fast, groups not started after a failure are skipped. `doing`
+        is what the progress shows for each member while its group runs."""
 
         def run(key: Any, members: list[Outcome]) -> None:
             members = [m for m in members if not m.failed]
@@ -413,6 +427,10 @@ class _Run:
                         member.skipped = "not run: --fail-fast after an earlier failure"
                         self._report(member)
                 return
+            if doing is not None and self._progress is not None:
+                with self._lock:
+                    for member in members:
+                        self._progress.doing(member, doing)
             try:
                 work(key, members)
             except Exception as error:
@@ -474,7 +492,7 @@ def _resolve_servers(arm: Arm, run: _Run) -> None:
             )
             member.entry = dataclasses.replace(member.entry, server=server)
 
-    run.each(_grouped(named, lambda o: o.entry.server.key), resolve)
+    run.each(_grouped(named, lambda o: o.entry.server.key), resolve, "reading the server")
 
 
 def _role_phase(
@@ -532,10 +550,11 @@ def apply(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions) -
         assert member.identity is not None
         return bind_.ensure_role(databases, server.flavor, member.entry.binding, member.identity, dry_run)
 
-    run.each(_grouped(run.alive(), _machine_key), read)
-    run.each(_grouped(run.alive(), _identity_key), identity)
-    run.each(_grouped(run.alive(), _machine_key), attach)
-    run.each(_grouped(run.alive(), lambda o: o.entry.server), _role_phase(run, connect, role, finish=True))
+    run.each(_grouped(run.alive(), _machine_key), read, "reading the machine")
+    run.each(_grouped(run.alive(), _identity_key), identity, "identity")
+    run.each(_grouped(run.alive(), _machine_key), attach, "attaching")
+    by_server = _grouped(run.alive(), lambda o: o.entry.server)
+    run.each(by_server, _role_phase(run, connect, role, finish=True), "role and grants")
     return Report(dry_run, run.outcomes)
 
 
@@ -578,8 +597,9 @@ def destroy(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions)
         for member in members:
             run.finish(member)
 
-    run.each(_grouped(run.alive(), _identity_key), identity)
-    run.each(_grouped(run.alive(), lambda o: o.entry.server), _role_phase(run, connect, role, finish=False))
-    run.each(_grouped(run.alive(), _machine_key), detach)
+    run.each(_grouped(run.alive(), _identity_key), identity, "reading the identity")
+    by_server = _grouped(run.alive(), lambda o: o.entry.server)
+    run.each(by_server, _role_phase(run, connect, role, finish=False), "revoking and dropping the role")
+    run.each(_grouped(run.alive(), _machine_key), detach, "detaching")
     run.each(_grouped(run.alive(), _identity_key), delete)
     return Report(dry_run, run.outcomes)

@@ -3,7 +3,14 @@ Resource Manager name, and read once per command however many bindings use it.""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +123,46 @@ def test_a_server_that_cannot_be_read_fails_only_its_bindings(
     assert first["status"] == "changed"
     assert second["status"] == "failed" and "nosuchserver" in second["error"]["message"]
     assert not any("app2-id" in write for write in writes(fresh_emulator, mark))
+
+
+def test_apply_on_a_terminal_rewrites_a_line_per_binding(
+    fresh_emulator: Any, emulator_environ: dict[str, str], tmp_path: Path
+) -> None:
+    path = manifest(fresh_emulator, tmp_path, [binding(1), binding(2)])
+    env = {**os.environ, **fresh_emulator.env, "TERM": "xterm"}
+    for plain in ("CI", "NO_COLOR"):
+        env.pop(plain, None)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "provision", "apply", "-f", path],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env=env,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(terminal)
+    shown = _read_all(controller).decode()
+
+    assert result.returncode == 0, shown + result.stdout
+    assert shown.startswith("line 6   app1  waiting\r\nline 11  app2  waiting\r\n")
+    assert "\x1b[2A\r\x1b[2Kline 6   app1  attaching…\x1b[2B\r" in shown
+    assert "\x1b[1A\r\x1b[2Kline 11  app2  done (create identity app2-id, " in shown
+    assert "[1/2]" not in shown
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the terminal side is closed and everything was read
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
