@@ -240,7 +240,10 @@ def admin_options(function: F) -> F:
         typed = {p: context.get_parameter_source(p) == ParameterSource.COMMANDLINE for p in ("host", "admin_user")}
         admin = AdminLogin(server, admin_user or "", admin_client_id, flavor)
         if "server_resource_group" in kw:
-            group, group_option = kw.pop("server_resource_group") or kw["resource_group"], "--server-resource-group"
+            given_group = kw.pop("server_resource_group")
+            if given_group is not None and server_name is None:
+                raise InvalidInput("--server-resource-group goes with --server")
+            group, group_option = given_group or kw["resource_group"], "--server-resource-group"
         else:
             group, group_option = kw.get("resource_group"), "-g/--resource-group"
         named = _named_server(

@@ -61,14 +61,23 @@ def test_bind_and_unbind_with_server_name_the_flexible_server_by_its_resource_ma
     assert "app1" not in principals(fresh_emulator)
 
 
-def test_bind_refuses_server_with_host_before_any_request(fresh_emulator: Any) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--server", seed.FLEXIBLE_SERVER, "--host", "h.example"], "--server and --host: --server reads the host"),
+        (["--host", "h.example", "--admin-user", "a", "--server-resource-group", RG], "goes with --server"),
+        (["--server", seed.FLEXIBLE_SERVER, "--server-resource-group", "bad/rg"], "--server-resource-group"),
+    ],
+)
+def test_bind_refuses_a_bad_way_to_name_the_server_before_any_request(
+    fresh_emulator: Any, args: list[str], message: str
+) -> None:
     mark = fresh_emulator.mark()
     result = fresh_emulator.run(
-        "bind", "-g", RG, "--identity", "app1-id", "--vm", seed.VM_NAME, "--role", "app1",
-        "--server", seed.FLEXIBLE_SERVER, "--host", "h.example",
-    )  # fmt: skip
+        "bind", "-g", RG, "--identity", "app1-id", "--vm", seed.VM_NAME, "--role", "app1", *args
+    )
     assert result.returncode == 2
-    assert "--server and --host: --server reads the host" in result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert fresh_emulator.requests(mark) == []
 
 
