@@ -28,7 +28,9 @@ def role() -> None:
 
     Connects as the server's Microsoft Entra administrator: the password is an access token for the
     cloud's database resource from the Azure credential chain (az login, environment service
-    principal, workload identity, managed identity), or PGPASSWORD when it is set.
+    principal, workload identity, managed identity), or PGPASSWORD when it is set. With --server NAME -g RG
+    instead of --host and --admin-user, the host, the flavor and the admin's login name come from the
+    flexible server in Resource Manager and the principal signed in there.
 
     Single Server maps a role to the identity's client id, Flexible Server to its object (principal)
     id; --flavor auto tells them apart with one query. Each command is one transaction, serialised
@@ -190,6 +192,7 @@ def create(
           --admin-user aadadmin@mydemoserver --name myuser --client-id CLIENT_ID
       provision role create --host myflex.postgres.database.azure.com --admin-user aadadmin \\
           --name myuser --identity myManagedIdentity -g myResourceGroup --member-of app_readers
+      provision role create --server myflex -g myResourceGroup --name myuser --identity myManagedIdentity
     """
     from provision.db import roles
 
