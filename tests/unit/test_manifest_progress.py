@@ -33,16 +33,22 @@ def outcomes() -> list[Outcome]:
     return [Outcome(entry) for entry in parse(TEXT, "f.toml").entries]
 
 
-def test_on_a_terminal_each_binding_has_a_line_rewritten_in_place() -> None:
-    stream = io.StringIO()
-    lines = BindingLines(stream, live=True, width=80, dry_run=False)
+def first_done(lines: BindingLines) -> Outcome:
+    """Both bindings shown, the first attached and done (a role created); the second, still going."""
     first, second = outcomes()
-
     lines.begin([first, second])
     lines.doing(first, "attaching")
     first.actions.append(Action("create", "role app1", "missing"))
     first.actions.append(Action("noop", "identity app1-id", "exists"))
     lines.done(first, 1, 2)
+    return second
+
+
+def test_on_a_terminal_each_binding_has_a_line_rewritten_in_place() -> None:
+    stream = io.StringIO()
+    lines = BindingLines(stream, live=True, width=80, dry_run=False)
+
+    second = first_done(lines)
     second.failure = Failure.of(NotFound("vm vm-2 was not found"))
     lines.done(second, 2, 2)
 
@@ -69,12 +75,8 @@ def test_a_live_line_never_wraps() -> None:
 def test_in_ci_a_plain_line_as_each_binding_is_done_and_nothing_else() -> None:
     stream = io.StringIO()
     lines = BindingLines(stream, live=False, width=80, dry_run=True)
-    first, second = outcomes()
 
-    lines.begin([first, second])
-    lines.doing(first, "attaching")
-    first.actions.append(Action("create", "role app1", "missing"))
-    lines.done(first, 1, 2)
+    first_done(lines)
 
     assert stream.getvalue() == "[1/2] line 6 app1-id -> VM vm-1 -> role app1: would change\n"
     assert "\x1b" not in stream.getvalue()
