@@ -9,14 +9,15 @@ binding's failure stops only what depends on it, unless `fail_fast`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from provision import bind as bind_
 from provision import validate
@@ -25,7 +26,7 @@ from provision.azure.machines import Machine
 from provision.bind import ROLE_DATABASE, Binding, Databases
 from provision.db.grants import parse_grants
 from provision.errors import ExitStatus, InvalidInput, ProvisionError, unexpected
-from provision.plan import Action, Failure
+from provision.plan import Action, Failure, Result
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
     from provision.azure.identities import Identity
 
 FLAVORS = ("auto", "single", "flexible")
-SERVER_KEYS = {"host", "port", "database", "admin_user", "sslmode", "sslrootcert", "flavor"}
+SERVER_KEYS = {"host", "port", "database", "admin_user", "sslmode", "sslrootcert", "flavor", "server_resource_group"}
+# Two ways to name a binding's server: a binding that uses one replaces the other from [defaults].
+BY_NAME, BY_HOST = ("server", "server_resource_group"), ("host", "admin_user")
 DEFAULT_KEYS = {"resource_group", "server"} | SERVER_KEYS
 BINDING_KEYS = {"identity", "vm", "vmss", "vm_resource_group", "role", "member_of", "grants"} | DEFAULT_KEYS
 _BINDING_HEADER = re.compile(r"^\s*\[\[\s*binding\s*\]\]")
@@ -57,10 +60,16 @@ class Server:
     sslmode: str = "verify-full"
     sslrootcert: str | None = None
     flavor: str = "auto"
+    named: tuple[str, str] | None = None  # `server =`: its resource group and name, until resolved
 
     @property
     def label(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.named[1] if self.named else f"{self.host}:{self.port}"
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The same server, however it is written."""
+        return (self.named[0].lower(), self.named[1]) if self.named else (self.host.lower(), self.port)
 
 
 @dataclass(frozen=True)
@@ -100,8 +109,13 @@ def parse(text: str, path: str) -> Manifest:
         if not isinstance(table, dict):
             raise InvalidInput(f"{path}: binding must be an array of tables ([[binding]])")
         _refuse_unknown(text, path, line, "[[binding]]", table, BINDING_KEYS)
+        inherited = dict(defaults)
+        for way, other in ((BY_NAME, BY_HOST), (BY_HOST, BY_NAME)):
+            if any(key in table for key in way):
+                for key in other:
+                    inherited.pop(key, None)
         try:
-            entries.append(_entry({**defaults, **table}, line))
+            entries.append(_entry({**inherited, **table}, line))
         except InvalidInput as error:
             raise InvalidInput(f"{path}:{line}: {error.message}") from None
     _refuse_clashes(path, entries)
@@ -141,11 +155,6 @@ def _texts(values: dict[str, Any], key: str) -> tuple[str, ...]:
 
 
 def _entry(values: dict[str, Any], line: int) -> Entry:
-    if "server" in values:
-        raise InvalidInput(
-            "server: naming a server by its Resource Manager name needs `provision server`, which this version"
-            " does not have; give host and admin_user"
-        )
     group = validate.resource_group(str(_text(values, "resource_group")), "resource_group")
     identity = validate.identity_name(str(_text(values, "identity")), "identity")
     vm, vmss = _text(values, "vm", False), _text(values, "vmss", False)
@@ -158,23 +167,7 @@ def _entry(values: dict[str, Any], line: int) -> Entry:
         validate.machine_name(str(vm or vmss), "vm" if vm else "vmss"),
     )
     role = validate.role_name(str(_text(values, "role")), "role")
-    port = values.get("port", 5432)
-    if not isinstance(port, int) or isinstance(port, bool):
-        raise InvalidInput("port must be a number")
-    flavor = _text(values, "flavor", False) or "auto"
-    if flavor not in FLAVORS:
-        raise InvalidInput(f"flavor {flavor!r}: one of {', '.join(FLAVORS)}")
-    admin_user = str(_text(values, "admin_user"))
-    if flavor == "single":
-        validate.single_server_user(admin_user, "admin_user")
-    server = Server(
-        validate.host(str(_text(values, "host")), "host"),
-        validate.port(port, "port"),
-        admin_user,
-        validate.sslmode(_text(values, "sslmode", False) or "verify-full", "sslmode"),
-        _text(values, "sslrootcert", False),
-        flavor,
-    )
+    server = _server(values, group)
     database = _text(values, "database", False) or ROLE_DATABASE
     binding = Binding(
         group,
@@ -188,12 +181,53 @@ def _entry(values: dict[str, Any], line: int) -> Entry:
     return Entry(binding, server, line)
 
 
+def _server(values: dict[str, Any], group: str) -> Server:
+    """host + admin_user, or server (+ server_resource_group, default: the binding's resource_group)."""
+    from provision.azure.servers import server_name
+
+    port = values.get("port", 5432)
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise InvalidInput("port must be a number")
+    flavor = _text(values, "flavor", False) or "auto"
+    if flavor not in FLAVORS:
+        raise InvalidInput(f"flavor {flavor!r}: one of {', '.join(FLAVORS)}")
+    port = validate.port(port, "port")
+    sslmode = validate.sslmode(_text(values, "sslmode", False) or "verify-full", "sslmode")
+    sslrootcert = _text(values, "sslrootcert", False)
+    name = _text(values, "server", False)
+    if name is None:
+        if "server_resource_group" in values:
+            raise InvalidInput("server_resource_group goes with server")
+        admin_user = str(_text(values, "admin_user"))
+        if flavor == "single":
+            validate.single_server_user(admin_user, "admin_user")
+        host = validate.host(str(_text(values, "host")), "host")
+        return Server(host, port, admin_user, sslmode, sslrootcert, flavor)
+    given = [key for key in BY_HOST if key in values]
+    if given:
+        raise InvalidInput(
+            f"server and {' and '.join(given)}: server reads the host and the admin from Resource Manager;"
+            " give one way or the other"
+        )
+    if flavor == "single":
+        raise InvalidInput(
+            "server names a flexible server; Single Server was retired on 2025-03-28 and has no Resource Manager"
+            " name here: give host and admin_user"
+        )
+    server_group = _text(values, "server_resource_group", False)
+    named = (
+        validate.resource_group(server_group, "server_resource_group") if server_group else group,
+        server_name(name, "server"),
+    )
+    return Server("", port, "", sslmode, sslrootcert, "flexible", named)
+
+
 def _refuse_clashes(path: str, entries: list[Entry]) -> None:
     """A role is the server's (not a database's): one role, one identity. The same binding twice is a typo."""
     seen: dict[tuple[Any, ...], Entry] = {}
     for entry in entries:
         b = entry.binding
-        key = (entry.server.host.lower(), entry.server.port, b.role)
+        key = (entry.server.key, b.role)
         earlier = seen.setdefault(key, entry)
         if earlier is entry:
             continue
@@ -318,19 +352,38 @@ class Report:
 
 
 Connect = Callable[[Server, str], contextlib.AbstractContextManager["psycopg.Connection"]]
-Progress = Callable[[Outcome, int, int], None]
+
+
+class Progress(Protocol):
+    """Told how the bindings move on: every outcome first, then what each is doing and when each is done."""
+
+    def begin(self, outcomes: Sequence[Outcome]) -> None: ...
+
+    def doing(self, outcome: Outcome, what: str) -> None: ...
+
+    def done(self, outcome: Outcome, count: int, total: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool
+    parallel: int  # requests in flight at once
+    fail_fast: bool = False  # start nothing new once a binding has failed
+    progress: Progress | None = None
 
 
 class _Run:
     """One plan, apply or destroy: the outcomes, and the bounded pool every phase runs in."""
 
-    def __init__(self, manifest: Manifest, dry_run: bool, parallel: int, fail_fast: bool, progress: Progress | None):
+    def __init__(self, manifest: Manifest, options: RunOptions):
         self.outcomes = [Outcome(entry) for entry in manifest.entries]
-        self.dry_run, self.parallel, self.fail_fast = dry_run, parallel, fail_fast
-        self._progress = progress
+        self.dry_run, self.parallel, self.fail_fast = options.dry_run, options.parallel, options.fail_fast
+        self._progress = options.progress
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reported: set[int] = set()
+        if self._progress is not None:
+            self._progress.begin(self.outcomes)
 
     def alive(self) -> list[Outcome]:
         return [outcome for outcome in self.outcomes if not outcome.failed]
@@ -355,11 +408,14 @@ class _Run:
     def _report(self, outcome: Outcome) -> None:
         if id(outcome) not in self._reported and self._progress is not None:
             self._reported.add(id(outcome))
-            self._progress(outcome, len(self._reported), len(self.outcomes))
+            self._progress.done(outcome, len(self._reported), len(self.outcomes))
 
-    def each(self, groups: dict[Any, list[Outcome]], work: Callable[[Any, list[Outcome]], None]) -> None:
+    def each(
+        self, groups: dict[Any, list[Outcome]], work: Callable[[Any, list[Outcome]], None], doing: str | None = None
+    ) -> None:
         """Run `work` on every group of still-alive outcomes, at most `parallel` at once; a group that
-        raises fails its outcomes. With fail_fast, groups not started after a failure are skipped."""
+        raises fails its outcomes. With fail_fast, groups not started after a failure are skipped. `doing`
+        is what the progress shows for each member while its group runs."""
 
         def run(key: Any, members: list[Outcome]) -> None:
             members = [m for m in members if not m.failed]
@@ -371,6 +427,10 @@ class _Run:
                         member.skipped = "not run: --fail-fast after an earlier failure"
                         self._report(member)
                 return
+            if doing is not None and self._progress is not None:
+                with self._lock:
+                    for member in members:
+                        self._progress.doing(member, doing)
             try:
                 work(key, members)
             except Exception as error:
@@ -412,17 +472,60 @@ def _server_databases(connect: Connect, server: Server) -> Iterator[Callable[[st
         yield lambda database: Databases(conn(ROLE_DATABASE), conn(database))
 
 
-def apply(
-    arm: Arm,
-    connect: Connect,
-    manifest: Manifest,
-    dry_run: bool,
-    parallel: int,
-    fail_fast: bool = False,
-    progress: Progress | None = None,
-) -> Report:
+def _resolve_servers(arm: Arm, run: _Run) -> None:
+    """Each server the file names by its Resource Manager name, read once for the run: its host, its flavor
+    and the signed-in principal's admin login. A server that cannot be read fails its bindings only."""
+    from provision.azure import servers
+
+    named = [outcome for outcome in run.alive() if outcome.entry.server.named]
+    if not named:
+        return
+    postgres = arm.postgres_client()
+
+    def resolve(_: Any, members: list[Outcome]) -> None:
+        named_as = members[0].entry.server.named
+        assert named_as is not None
+        login = servers.admin_login(postgres, arm, *named_as)
+        for member in members:
+            server = dataclasses.replace(
+                member.entry.server, host=login.host, admin_user=login.user, flavor=login.flavor, named=None
+            )
+            member.entry = dataclasses.replace(member.entry, server=server)
+
+    run.each(_grouped(named, lambda o: o.entry.server.key), resolve, "reading the server")
+
+
+def _role_phase(
+    run: _Run, connect: Connect, step: Callable[[Databases, Server, Outcome], Result], finish: bool
+) -> Callable[[Server, list[Outcome]], None]:
+    """The database side of each binding on one server, one after another on its connections; `finish`
+    when it is the binding's last phase."""
+
+    def roles(server: Server, members: list[Outcome]) -> None:
+        with _server_databases(connect, server) as databases:
+            for member in members:
+                if run.stopped():
+                    member.skipped = "not run: --fail-fast after an earlier failure"
+                    run.finish(member)
+                    continue
+                try:
+                    result = step(databases(member.entry.binding.database), server, member)
+                except Exception as error:
+                    run.fail([member], error)
+                    continue
+                member.actions.extend(result.actions)
+                member.warnings.extend(result.warnings)
+                if finish:
+                    run.finish(member)
+
+    return roles
+
+
+def apply(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions) -> Report:
     """Converge: identities, then attachments (one PATCH per machine), then roles and grants."""
-    run = _Run(manifest, dry_run, parallel, fail_fast, progress)
+    run = _Run(manifest, options)
+    dry_run = options.dry_run
+    _resolve_servers(arm, run)
     msi, compute = arm.identity_client(), arm.compute_client()
     states: dict[Machine, machines.MachineState] = {}
 
@@ -443,45 +546,26 @@ def apply(
         for member in members:
             member.actions.append(applied.action)
 
-    def roles(server: Server, members: list[Outcome]) -> None:
-        with _server_databases(connect, server) as databases:
-            for member in members:
-                if run.stopped():
-                    member.skipped = "not run: --fail-fast after an earlier failure"
-                    run.finish(member)
-                    continue
-                try:
-                    assert member.identity is not None
-                    b = member.entry.binding
-                    result = bind_.ensure_role(databases(b.database), server.flavor, b, member.identity, dry_run)
-                except Exception as error:
-                    run.fail([member], error)
-                    continue
-                member.actions.extend(result.actions)
-                member.warnings.extend(result.warnings)
-                run.finish(member)
+    def role(databases: Databases, server: Server, member: Outcome) -> Result:
+        assert member.identity is not None
+        return bind_.ensure_role(databases, server.flavor, member.entry.binding, member.identity, dry_run)
 
-    run.each(_grouped(run.alive(), _machine_key), read)
-    run.each(_grouped(run.alive(), _identity_key), identity)
-    run.each(_grouped(run.alive(), _machine_key), attach)
-    run.each(_grouped(run.alive(), lambda o: o.entry.server), roles)
+    run.each(_grouped(run.alive(), _machine_key), read, "reading the machine")
+    run.each(_grouped(run.alive(), _identity_key), identity, "identity")
+    run.each(_grouped(run.alive(), _machine_key), attach, "attaching")
+    by_server = _grouped(run.alive(), lambda o: o.entry.server)
+    run.each(by_server, _role_phase(run, connect, role, finish=True), "role and grants")
     return Report(dry_run, run.outcomes)
 
 
-def destroy(
-    arm: Arm,
-    connect: Connect,
-    manifest: Manifest,
-    dry_run: bool,
-    parallel: int,
-    fail_fast: bool = False,
-    progress: Progress | None = None,
-) -> Report:
+def destroy(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions) -> Report:
     """Remove what the file declares: grants and roles, then attachments, then the identities provision
     created (tagged); nothing the file does not name."""
     from provision.azure import identities
 
-    run = _Run(manifest, dry_run, parallel, fail_fast, progress)
+    run = _Run(manifest, options)
+    dry_run = options.dry_run
+    _resolve_servers(arm, run)
     msi, compute = arm.identity_client(), arm.compute_client()
 
     def identity(_: Any, members: list[Outcome]) -> None:
@@ -490,17 +574,8 @@ def destroy(
         for member in members:
             member.identity = found
 
-    def roles(server: Server, members: list[Outcome]) -> None:
-        with _server_databases(connect, server) as databases:
-            for member in members:
-                try:
-                    b = member.entry.binding
-                    result = bind_.remove_role(databases(b.database), server.flavor, b, member.identity, dry_run)
-                except Exception as error:
-                    run.fail([member], error)
-                    continue
-                member.actions.extend(result.actions)
-                member.warnings.extend(result.warnings)
+    def role(databases: Databases, server: Server, member: Outcome) -> Result:
+        return bind_.remove_role(databases, server.flavor, member.entry.binding, member.identity, dry_run)
 
     def detach(_: Machine, members: list[Outcome]) -> None:
         ids = tuple(
@@ -522,8 +597,9 @@ def destroy(
         for member in members:
             run.finish(member)
 
-    run.each(_grouped(run.alive(), _identity_key), identity)
-    run.each(_grouped(run.alive(), lambda o: o.entry.server), roles)
-    run.each(_grouped(run.alive(), _machine_key), detach)
+    run.each(_grouped(run.alive(), _identity_key), identity, "reading the identity")
+    by_server = _grouped(run.alive(), lambda o: o.entry.server)
+    run.each(by_server, _role_phase(run, connect, role, finish=False), "revoking and dropping the role")
+    run.each(_grouped(run.alive(), _machine_key), detach, "detaching")
     run.each(_grouped(run.alive(), _identity_key), delete)
     return Report(dry_run, run.outcomes)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from provision.azure.arm import ROLE_TO_READ, AdaptivePolling, Arm, errors_explained, is_absent
-from provision.errors import Conflict, Interrupted, InvalidInput, NotFound, OutcomeUnknown, TimedOut
+from provision.errors import Conflict, Forbidden, Interrupted, InvalidInput, NotFound, OutcomeUnknown, TimedOut
 from provision.plan import Action, Result
 
 if TYPE_CHECKING:
@@ -28,6 +28,10 @@ PRINCIPAL_TYPES = ("User", "Group", "ServicePrincipal")
 _SERVER_NAME = re.compile(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*")
 
 Waiter = Callable[[float], None] | None
+# The resource type says the flavor. Single Server (Microsoft.DBforPostgreSQL/servers) was retired on 2025-03-28
+# (techcommunity.microsoft.com, "Retiring Azure Database for PostgreSQL Single Server in 2025", 3783783),
+# so only flexible servers are named through Resource Manager.
+FLAVOR_OF_TYPE = {"microsoft.dbforpostgresql/flexibleservers": "flexible"}
 
 
 def server_name(value: str, option: str = "--name") -> str:
@@ -69,6 +73,7 @@ class EntraAdmin:
 class FlexibleServer:
     id: str
     name: str
+    type: str
     resource_group: str
     fqdn: str | None
     version: str | None
@@ -85,6 +90,7 @@ class FlexibleServer:
         return cls(
             id=str(body.get("id")),
             name=str(body.get("name")),
+            type=str(body.get("type")),
             resource_group=resource_group,
             fqdn=properties.get("fullyQualifiedDomainName"),
             version=properties.get("version"),
@@ -143,7 +149,44 @@ def read_server(client: PostgreSQLManagementClient, arm: Arm, resource_group: st
     return FlexibleServer.from_wire(resource_group, body, admins)
 
 
+@dataclass(frozen=True)
+class AdminLogin:
+    """How the signed-in principal logs in to a server as its Entra admin."""
+
+    host: str
+    flavor: str
+    user: str  # the admin's principal name: its login name
+
+
 # -- decisions ------------------------------------------------------------------------------------------
+
+
+def require_entra(server: FlexibleServer) -> None:
+    """Conflict when the server refuses Entra logins: its admins could not log in."""
+    if server.entra_auth != "Enabled":
+        raise Conflict(
+            f"server {server.name} has Microsoft Entra authentication disabled: its Entra admins could not log in",
+            hint=f"Enable it first: provision server entra enable -g {server.resource_group} -n {server.name}",
+        )
+
+
+def admin_login_of(server: FlexibleServer, me: EntraAdmin) -> AdminLogin:
+    """The host, flavor and login name for `me` on the server, or Forbidden naming its admins when `me` is
+    not one of them."""
+    flavor = FLAVOR_OF_TYPE.get(server.type.lower())
+    if flavor is None or not server.fqdn:
+        raise NotFound(f"{server.id} is a {server.type} with no host name to connect to")
+    require_entra(server)
+    admin = server.admin(me.object_id)
+    if admin is None:
+        names = ", ".join(f"{a.principal_name} ({a.principal_type})" for a in server.admins) or "none"
+        raise Forbidden(
+            f"the signed-in principal {me.principal_name} ({me.object_id}) is not an Entra admin of server"
+            f" {server.name}; its Entra admins: {names}",
+            hint="Sign in as one of them, or make this principal an admin:"
+            f" provision server admin add -g {server.resource_group} -n {server.name} --me",
+        )
+    return AdminLogin(server.fqdn, flavor, admin.principal_name)
 
 
 def plan_entra(server: FlexibleServer, disable_password: bool) -> dict[str, str] | None:
@@ -199,6 +242,31 @@ def list_admins(client: PostgreSQLManagementClient, arm: Arm, resource_group: st
     return result
 
 
+Write = tuple[str, Callable[[Any], Any]]  # what is being done, for messages; how to send it, given the polling
+
+
+def _converge(
+    client: PostgreSQLManagementClient,
+    arm: Arm,
+    resource_group: str,
+    name: str,
+    decide: Callable[[FlexibleServer], tuple[Action, Write | None]],
+    dry_run: bool,
+    on_wait: Waiter,
+) -> Result:
+    """Read the server, decide, send the write (unless a dry run) and wait for it, then read it again."""
+    result = Result(dry_run=dry_run)
+    server = read_server(client, arm, resource_group, name)
+    action, write = decide(server)
+    result.add(action)
+    if write is not None and not dry_run:
+        doing, begin = write
+        _await(arm, resource_group, name, doing, begin, on_wait)
+        server = read_server(client, arm, resource_group, name)
+    result.fields.update(server.fields())
+    return result
+
+
 def enable_entra(
     client: PostgreSQLManagementClient,
     arm: Arm,
@@ -208,38 +276,24 @@ def enable_entra(
     dry_run: bool,
     on_wait: Waiter = None,
 ) -> Result:
-    result = Result(dry_run=dry_run)
-    server = read_server(client, arm, resource_group, name)
-    wanted = plan_entra(server, disable_password)
-    target = f"server {server.name}"
-    if wanted is None:
-        result.add(Action("noop", target, "authentication is already as asked"))
-        result.fields.update(server.fields())
-        return result
-    body: Any = {"properties": {"authConfig": wanted}}  # the SDK types bodies as TypedDicts
-    request = {"method": "PATCH", "url": arm.url(_path(arm, resource_group, name), API_VERSION), "body": body}
-    result.add(
-        Action(
-            "update",
-            target,
+    def decide(server: FlexibleServer) -> tuple[Action, Write | None]:
+        wanted = plan_entra(server, disable_password)
+        target = f"server {server.name}"
+        if wanted is None:
+            return Action("noop", target, "authentication is already as asked"), None
+        body: Any = {"properties": {"authConfig": wanted}}  # the SDK types bodies as TypedDicts
+        request = {"method": "PATCH", "url": arm.url(_path(arm, resource_group, name), API_VERSION), "body": body}
+        reason = (
             "Microsoft Entra authentication is off"
             if server.entra_auth != "Enabled"
-            else "password authentication is on",
-            request,
+            else "password authentication is on"
         )
-    )
-    if not dry_run:
-        _await(
-            arm,
-            resource_group,
-            name,
+        return Action("update", target, reason, request), (
             f"updating server {name}",
             lambda polling: client.servers.begin_update(resource_group, name, body, polling=polling),
-            on_wait,
         )
-        server = read_server(client, arm, resource_group, name)
-    result.fields.update(server.fields())
-    return result
+
+    return _converge(client, arm, resource_group, name, decide, dry_run, on_wait)
 
 
 def add_admin(
@@ -252,18 +306,12 @@ def add_admin(
     on_wait: Waiter = None,
     any_name: bool = False,
 ) -> Result:
-    result = Result(dry_run=dry_run)
-    server = read_server(client, arm, resource_group, name)
-    if server.entra_auth != "Enabled":
-        raise Conflict(
-            f"server {server.name} has Microsoft Entra authentication disabled: its Entra admins could not log in",
-            hint=f"Enable it first: provision server entra enable -g {resource_group} -n {name}",
-        )
-    verb = plan_admin_add(server, admin, any_name)
-    target = f"Entra admin {admin.principal_name} ({admin.object_id})"
-    if verb == "noop":
-        result.add(Action("noop", target, "already an admin of the server"))
-    else:
+    def decide(server: FlexibleServer) -> tuple[Action, Write | None]:
+        require_entra(server)
+        verb = plan_admin_add(server, admin, any_name)
+        target = f"Entra admin {admin.principal_name} ({admin.object_id})"
+        if verb == "noop":
+            return Action("noop", target, "already an admin of the server"), None
         body: Any = {
             "properties": {
                 "principalName": admin.principal_name,
@@ -273,21 +321,14 @@ def add_admin(
         }
         url = arm.url(f"{_path(arm, resource_group, name)}/administrators/{admin.object_id}", API_VERSION)
         reason = "not an admin" if verb == "create" else "an admin under another name or type"
-        result.add(Action(verb, target, reason, {"method": "PUT", "url": url, "body": body}))
-        if not dry_run:
-            _await(
-                arm,
-                resource_group,
-                name,
-                f"adding the Entra admin {admin.principal_name} to server {name}",
-                lambda polling: client.administrators_microsoft_entra.begin_create_or_update(
-                    resource_group, name, admin.object_id, body, polling=polling
-                ),
-                on_wait,
-            )
-            server = read_server(client, arm, resource_group, name)
-    result.fields.update(server.fields())
-    return result
+        return Action(verb, target, reason, {"method": "PUT", "url": url, "body": body}), (
+            f"adding the Entra admin {admin.principal_name} to server {name}",
+            lambda polling: client.administrators_microsoft_entra.begin_create_or_update(
+                resource_group, name, admin.object_id, body, polling=polling
+            ),
+        )
+
+    return _converge(client, arm, resource_group, name, decide, dry_run, on_wait)
 
 
 def remove_admin(
@@ -299,29 +340,20 @@ def remove_admin(
     dry_run: bool,
     on_wait: Waiter = None,
 ) -> Result:
-    result = Result(dry_run=dry_run)
-    server = read_server(client, arm, resource_group, name)
-    current = plan_admin_remove(server, object_id)
-    if current is None:
-        result.add(Action("noop", f"Entra admin {object_id}", "not an admin of the server"))
-    else:
+    def decide(server: FlexibleServer) -> tuple[Action, Write | None]:
+        current = plan_admin_remove(server, object_id)
+        if current is None:
+            return Action("noop", f"Entra admin {object_id}", "not an admin of the server"), None
         url = arm.url(f"{_path(arm, resource_group, name)}/administrators/{current.object_id}", API_VERSION)
         target = f"Entra admin {current.principal_name} ({current.object_id})"
-        result.add(Action("delete", target, "an admin of the server", {"method": "DELETE", "url": url}))
-        if not dry_run:
-            _await(
-                arm,
-                resource_group,
-                name,
-                f"removing the Entra admin {current.principal_name} from server {name}",
-                lambda polling: client.administrators_microsoft_entra.begin_delete(
-                    resource_group, name, current.object_id, polling=polling
-                ),
-                on_wait,
-            )
-            server = read_server(client, arm, resource_group, name)
-    result.fields.update(server.fields())
-    return result
+        return Action("delete", target, "an admin of the server", {"method": "DELETE", "url": url}), (
+            f"removing the Entra admin {current.principal_name} from server {name}",
+            lambda polling: client.administrators_microsoft_entra.begin_delete(
+                resource_group, name, current.object_id, polling=polling
+            ),
+        )
+
+    return _converge(client, arm, resource_group, name, decide, dry_run, on_wait)
 
 
 def _await(arm: Arm, resource_group: str, name: str, doing: str, begin: Callable[[Any], Any], on_wait: Waiter) -> None:
@@ -376,3 +408,9 @@ def signed_in_admin(arm: Arm) -> EntraAdmin:
     if not claims.appid:
         raise NotFound("the signed-in principal's token names neither a user (upn) nor an application (appid)")
     return EntraAdmin(claims.oid.lower(), claims.appid, "ServicePrincipal", claims.tid)
+
+
+def admin_login(client: PostgreSQLManagementClient, arm: Arm, resource_group: str, name: str) -> AdminLogin:
+    """How the principal Resource Manager signs in as logs in to the server as its Entra admin: one read of
+    the server and its admins."""
+    return admin_login_of(read_server(client, arm, resource_group, name), signed_in_admin(arm))

@@ -9,10 +9,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from provision import validate
 from provision.cli import Settings, pass_settings
-from provision.cli.identity import _arm, _machine, _progress
-from provision.cli.role import AdminLogin, _admin_options
+from provision.cli.options import (
+    AdminLogin,
+    admin_options,
+    machine_of,
+    open_arm,
+    resource_group_option,
+    wait_progress,
+)
 
 if TYPE_CHECKING:
     from provision.bind import Binding
@@ -39,20 +44,27 @@ def _binding_options(function: F) -> F:
         from provision.bind import Binding
         from provision.db.grants import parse_grants
 
-        group = validate.resource_group(resource_group)
-        machine = _machine(vm, vmss, vm_resource_group, group, True)
+        machine = machine_of(vm, vmss, vm_resource_group, resource_group, True)
+        assert machine is not None  # required: machine_of raised otherwise
         admin: AdminLogin = kw["admin"]
-        binding = Binding(group, identity, machine, role, member_of, parse_grants(grant), admin.server.database)
+        binding = Binding(
+            resource_group, identity, machine, role, member_of, parse_grants(grant), admin.server.database
+        )
         return function(*args, binding=binding, **kw)
 
     wrapped: Any = with_binding
     for option in reversed(
         (
-            click.option("-g", "--resource-group", required=True, metavar="RG", help="Resource group of the identity."),
+            resource_group_option("identity"),
             click.option("--identity", required=True, metavar="NAME", help="User-assigned identity name."),
             click.option("--vm", metavar="NAME", help="VM the identity is attached to. Give --vm or --vmss."),
             click.option("--vmss", metavar="NAME", help="Scale set the identity is attached to."),
             click.option("--vm-resource-group", metavar="RG", help="Resource group of the machine, if not -g."),
+            click.option(
+                "--server-resource-group",
+                metavar="RG",
+                help="Resource group of --server, if not -g.",
+            ),
             click.option("--role", required=True, metavar="ROLE", help="PostgreSQL role the identity logs in as."),
             click.option("--member-of", multiple=True, metavar="ROLE", help="Group role to join; repeatable."),
             click.option(
@@ -65,16 +77,17 @@ def _binding_options(function: F) -> F:
         )
     ):
         wrapped = option(wrapped)
-    return _admin_options(wrapped)  # outermost: `admin` is made before the binding
+    return admin_options(wrapped)  # outermost: `admin` is made before the binding
 
 
 def _connect(settings: Settings, admin: AdminLogin) -> Any:
+    """How the binding's steps connect to a database of the server, as its admin (resolved)."""
     from provision.cloud import get_cloud
     from provision.db import admin as admin_db
 
-    target, client_id = admin.validated()
+    target = admin.target()
     cloud = get_cloud(settings.cloud)
-    return lambda database: admin_db.connect(dataclasses.replace(target, database=database), cloud, client_id)
+    return lambda database: admin_db.connect(dataclasses.replace(target, database=database), cloud, admin.client_id)
 
 
 @click.command()
@@ -90,14 +103,17 @@ def bind(settings: Settings, admin: AdminLogin, binding: Binding) -> None:
     \b
     Example:
       provision bind -g myResourceGroup --identity app1-id --vm app1-vm \\
-          --host myflex.postgres.database.azure.com --admin-user aadadmin --role app1 \\
+          --server myflex --role app1 \\
           --grant 'USAGE ON SCHEMA app' --grant 'SELECT ON ALL TABLES IN SCHEMA app'
     """
     from provision import bind as bind_
 
-    connect = _connect(settings, admin)
-    with _arm(settings) as arm:
-        result = bind_.bind(arm, connect, admin.flavor, binding, settings.dry_run, _progress(settings))
+    admin.check()
+    with open_arm(settings) as arm:
+        admin = admin.resolved(arm)
+        result = bind_.bind(
+            arm, _connect(settings, admin), admin.flavor, binding, settings.dry_run, wait_progress(settings)
+        )
     settings.emit(result)
 
 
@@ -113,9 +129,16 @@ def unbind(settings: Settings, admin: AdminLogin, binding: Binding, delete_ident
     """Undo bind: revoke the grants, drop the role (only this identity's), detach the identity."""
     from provision import bind as bind_
 
-    connect = _connect(settings, admin)
-    with _arm(settings) as arm:
+    admin.check()
+    with open_arm(settings) as arm:
+        admin = admin.resolved(arm)
         result = bind_.unbind(
-            arm, connect, admin.flavor, binding, delete_identity, settings.dry_run, _progress(settings)
+            arm,
+            _connect(settings, admin),
+            admin.flavor,
+            binding,
+            delete_identity,
+            settings.dry_run,
+            wait_progress(settings),
         )
     settings.emit(result)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,7 +11,7 @@ import click
 
 from provision import validate
 from provision.cli import Settings, pass_settings
-from provision.errors import InvalidInput
+from provision.cli.options import machine_of, open_arm, resource_group_option, wait_progress
 
 if TYPE_CHECKING:
     from provision.azure.machines import Machine
@@ -38,13 +37,7 @@ def _identity_options(function: F) -> F:
         callback=lambda ctx, param, value: validate.identity_name(value),
         help="Identity name: 3-128 letters, digits, '-' or '_'.",
     )(function)
-    return click.option(
-        "-g",
-        "--resource-group",
-        required=True,
-        callback=lambda ctx, param, value: validate.resource_group(value),
-        help="Resource group of the identity.",
-    )(function)
+    return resource_group_option("identity")(function)
 
 
 def _machine_options(required: bool) -> Callable[[F], F]:
@@ -53,7 +46,7 @@ def _machine_options(required: bool) -> Callable[[F], F]:
     def decorate(function: F) -> F:
         @functools.wraps(function)
         def with_machine(*args: Any, vm: str | None, vmss: str | None, vm_resource_group: str | None, **kw: Any) -> Any:
-            machine = _machine(vm, vmss, vm_resource_group, kw["resource_group"], required)
+            machine = machine_of(vm, vmss, vm_resource_group, kw["resource_group"], required)
             return function(*args, machine=machine, **kw)
 
         wrapped: Any = click.option(
@@ -66,36 +59,6 @@ def _machine_options(required: bool) -> Callable[[F], F]:
         return click.option("--vm", metavar="NAME", help=f"{what}. Give --vm or --vmss.")(wrapped)
 
     return decorate
-
-
-def _machine(vm: str | None, vmss: str | None, group: str | None, resource_group: str, required: bool) -> Any:
-    from provision.azure.machines import Machine
-
-    if vm and vmss:
-        raise InvalidInput("--vm and --vmss: give one of them, not both")
-    if not vm and not vmss:
-        if required:
-            raise InvalidInput("--vm or --vmss is required")
-        if group:
-            raise InvalidInput("--vm-resource-group needs --vm or --vmss")
-        return None
-    option, name = ("--vm", vm) if vm else ("--vmss", vmss)
-    assert name is not None
-    group = validate.resource_group(group, "--vm-resource-group") if group else resource_group
-    return Machine("vm" if vm else "vmss", group, validate.machine_name(name, option))
-
-
-def _arm(settings: Settings) -> Any:
-    from provision.azure.arm import Arm
-
-    return Arm.from_options(settings.subscription, settings.cloud, settings.arm_endpoint, settings.arm_audience)
-
-
-def _progress(settings: Settings) -> Callable[[float], None] | None:
-    """Progress on stderr while a long-running operation runs, only when a person is watching."""
-    if not sys.stderr.isatty() or settings.output == "json":
-        return None
-    return lambda delay: click.echo(f"  waiting for the update to finish (next check in {delay:.1f} s)", err=True)
 
 
 @identity.command()
@@ -131,7 +94,7 @@ def create(
     from provision.azure import flows
     from provision.azure.arm import require_location
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         compute = arm.compute_client()
         if region is not None:
             require_location(compute, arm, region)
@@ -145,7 +108,7 @@ def create(
             tag_map,
             machine,
             settings.dry_run,
-            _progress(settings),
+            wait_progress(settings),
         )
     settings.emit(result)
 
@@ -167,7 +130,7 @@ def assign(
     """
     from provision.azure import flows
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         result = flows.assign(
             arm,
             arm.identity_client(),
@@ -176,7 +139,7 @@ def assign(
             name,
             machine,
             settings.dry_run,
-            _progress(settings),
+            wait_progress(settings),
         )
     settings.emit(result)
 
@@ -198,9 +161,9 @@ def remove(
     """
     from provision.azure import flows
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         result = flows.remove(
-            arm, arm.compute_client(), resource_group, name, machine, settings.dry_run, _progress(settings)
+            arm, arm.compute_client(), resource_group, name, machine, settings.dry_run, wait_progress(settings)
         )
     settings.emit(result)
 
@@ -217,7 +180,7 @@ def delete(settings: Settings, resource_group: str, name: str) -> None:
     """
     from provision.azure import flows
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         result = flows.delete(arm, arm.identity_client(), resource_group, name, settings.dry_run)
     settings.emit(result)
 
@@ -234,6 +197,6 @@ def show(settings: Settings, resource_group: str, name: str) -> None:
     """
     from provision.azure import flows
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         result = flows.show(arm, arm.identity_client(), resource_group, name)
     settings.emit(result)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
 from provision.cli import Settings, pass_settings
-from provision.cli.identity import _arm
+from provision.cli.options import open_arm
 from provision.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -57,14 +59,75 @@ def _read(path: str, parallel: int) -> Manifest:
     return manifest.parse(text, path)
 
 
-def _progress(dry_run: bool) -> Callable[[Outcome, int, int], None]:
-    """A plain line on stderr as each binding is done, readable in a CI log as on a terminal."""
+def live_terminal(isatty: bool, environ: Mapping[str, str], bindings: int, rows: int) -> bool:
+    """Whether the progress may rewrite its lines in place: a terminal that is not a CI log, not asked to stay
+    plain (NO_COLOR, TERM=dumb), with room for a line per binding (lines scrolled away cannot be rewritten)."""
+    plain = "CI" in environ or "NO_COLOR" in environ or environ.get("TERM", "dumb") == "dumb"
+    return isatty and not plain and bindings < rows
 
-    def show(outcome: Outcome, done: int, total: int) -> None:
-        status = outcome.status(dry_run)
-        click.echo(f"[{done}/{total}] line {outcome.entry.line} {outcome.entry.binding.label}: {status}", err=True)
 
-    return show
+class BindingLines:
+    """Progress on stderr. Live: a line per binding ("line 6  app1  attaching…"), rewritten in place with ANSI
+    cursor moves as the binding moves on, and its result at the end. Plain (CI logs, files): one line as each
+    binding is done, as a log reads best."""
+
+    def __init__(self, stream: TextIO, live: bool, width: int, dry_run: bool) -> None:
+        self._stream, self.live, self._width, self._dry_run = stream, live, width, dry_run
+        self._row: dict[int, int] = {}
+        self._labels: dict[int, str] = {}
+
+    def begin(self, outcomes: Sequence[Outcome]) -> None:
+        if not self.live:
+            return
+        lines = max(len(str(o.entry.line)) for o in outcomes)
+        roles = max(len(o.entry.binding.role) for o in outcomes)
+        for row, outcome in enumerate(outcomes):
+            self._row[id(outcome)] = row
+            self._labels[id(outcome)] = f"line {outcome.entry.line:<{lines}}  {outcome.entry.binding.role:<{roles}}"
+            self._stream.write(self._fit(f"{self._labels[id(outcome)]}  waiting") + "\n")
+        self._stream.flush()
+
+    def doing(self, outcome: Outcome, what: str) -> None:
+        if self.live:
+            self._rewrite(outcome, f"{what}…")
+
+    def done(self, outcome: Outcome, count: int, total: int) -> None:
+        if self.live:
+            self._rewrite(outcome, self._result(outcome))
+            return
+        b = outcome.entry.binding
+        self._stream.write(f"[{count}/{total}] line {outcome.entry.line} {b.label}: {outcome.status(self._dry_run)}\n")
+        self._stream.flush()
+
+    def _result(self, outcome: Outcome) -> str:
+        status = outcome.status(self._dry_run)
+        if outcome.failure is not None:
+            return f"failed: {outcome.failure.message}"
+        changes = [f"{action.verb} {action.target}" for action in outcome.actions if action.changes]
+        word = "done" if status == "changed" else status
+        return f"{word} ({', '.join(changes)})" if changes else word
+
+    def _rewrite(self, outcome: Outcome, text: str) -> None:
+        up = len(self._row) - self._row[id(outcome)]
+        line = self._fit(f"{self._labels[id(outcome)]}  {text}")
+        self._stream.write(f"\x1b[{up}A\r\x1b[2K{line}\x1b[{up}B\r")
+        self._stream.flush()
+
+    def _fit(self, line: str) -> str:
+        """One terminal row: a wrapped line would throw the cursor moves off."""
+        return line if len(line) < self._width else line[: max(self._width - 2, 0)] + "…"
+
+
+def _progress(dry_run: bool, bindings: int) -> BindingLines:
+    isatty = sys.stderr.isatty()
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno()) if isatty else shutil.get_terminal_size()
+    except OSError:
+        size = shutil.get_terminal_size()
+    # With -v the log lines share stderr, and would throw the rewritten lines off.
+    logging_on = logging.getLogger("provision").isEnabledFor(logging.INFO)
+    live = live_terminal(isatty, os.environ, bindings, size.lines) and not logging_on
+    return BindingLines(sys.stderr, live, size.columns, dry_run)
 
 
 def _run(settings: Settings, path: str, parallel: int, fail_fast: bool, destroy: bool, dry_run: bool) -> None:
@@ -84,8 +147,9 @@ def _run(settings: Settings, path: str, parallel: int, fail_fast: bool, destroy:
         return admin.connect(target, cloud)
 
     run = manifest.destroy if destroy else manifest.apply
-    with _arm(settings) as arm:
-        report = run(arm, connect, parsed, dry_run, parallel, fail_fast, _progress(dry_run))
+    with open_arm(settings) as arm:
+        progress = _progress(dry_run, len(parsed.entries))
+        report = run(arm, connect, parsed, manifest.RunOptions(dry_run, parallel, fail_fast, progress))
     _emit(settings, report)
 
 
@@ -119,8 +183,7 @@ def apply(settings: Settings, path: str, parallel: int, fail_fast: bool) -> None
     \b
     [defaults]
     resource_group = "myResourceGroup"
-    host = "myflex.postgres.database.azure.com"
-    admin_user = "aadadmin"
+    server = "myflex"                 # or host = "..." and admin_user = "..."
 
     \b
     [[binding]]

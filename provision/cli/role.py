@@ -12,14 +12,11 @@ import click
 
 from provision import validate
 from provision.cli import Settings, pass_settings
-from provision.cli.options import Server, postgres_options
+from provision.cli.options import AdminLogin, admin_options
 from provision.errors import InvalidInput
 
 if TYPE_CHECKING:
-    import psycopg
-
     from provision.db.roles import IdentityIds
-    from provision.db.target import Target
     from provision.plan import Result
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,7 +28,9 @@ def role() -> None:
 
     Connects as the server's Microsoft Entra administrator: the password is an access token for the
     cloud's database resource from the Azure credential chain (az login, environment service
-    principal, workload identity, managed identity), or PGPASSWORD when it is set.
+    principal, workload identity, managed identity), or PGPASSWORD when it is set. With --server NAME -g RG
+    instead of --host and --admin-user, the host, the flavor and the admin's login name come from the
+    flexible server in Resource Manager and the principal signed in there.
 
     Single Server maps a role to the identity's client id, Flexible Server to its object (principal)
     id; --flavor auto tells them apart with one query. Each command is one transaction, serialised
@@ -40,64 +39,17 @@ def role() -> None:
     """
 
 
-@dataclasses.dataclass(frozen=True)
-class AdminLogin:
-    """How to reach the server as its Entra administrator, as given on the command line."""
-
-    server: Server
-    user: str
-    client_id: str | None
-    flavor: str
-
-    def validated(self) -> tuple[Target, str | None]:
-        """The connection target and the admin's client id, or InvalidInput."""
-        if self.flavor == "single" and self.user:  # with --flavor auto the server's answer tells, after connecting
-            validate.single_server_user(self.user, "--admin-user")
-        target = self.server.target(self.user, "--admin-user")
-        return target, validate.optional_guid(self.client_id, "--admin-client-id")
-
-    def run(self, settings: Settings, command: Callable[[psycopg.Connection], Result]) -> Result:
-        """Connect as the administrator and run `command` on the connection."""
-        from provision.cloud import get_cloud
-        from provision.db import admin
-
-        target, client_id = self.validated()
-        with admin.connect(target, get_cloud(settings.cloud), client_id) as connection:
-            return command(connection)
-
-
-def _admin_options(function: F) -> F:
-    """The server options, --admin-user, --admin-client-id and --flavor, handed over as one `admin`."""
+def _server_group_option(function: F) -> F:
+    """-g for the commands that name no identity: --server's resource group, and nothing else."""
 
     @functools.wraps(function)
-    def with_admin(
-        *args: Any, server: Server, admin_user: str, admin_client_id: str | None, flavor: str, **kw: Any
-    ) -> Any:
-        return function(*args, admin=AdminLogin(server, admin_user, admin_client_id, flavor), **kw)
+    def without_group(*args: Any, admin: AdminLogin, resource_group: str | None, **kw: Any) -> Any:
+        if resource_group is not None and admin.named is None:
+            raise InvalidInput("-g/--resource-group goes with --server")
+        return function(*args, admin=admin, **kw)
 
-    wrapped: Any = with_admin
-    wrapped = click.option(
-        "--flavor",
-        type=click.Choice(["auto", "single", "flexible"]),
-        default="auto",
-        show_default=True,
-        help="Server flavor. auto: Flexible Server has pgaadauth_create_principal_with_oid, Single Server has"
-        " the role azure_ad_user.",
-    )(wrapped)
-    wrapped = click.option(
-        "--admin-client-id",
-        metavar="ID",
-        help="Client id of the managed identity to sign in as administrator with (default: the credential"
-        " chain's choice). Not used when PGPASSWORD is set.",
-    )(wrapped)
-    wrapped = click.option(
-        "--admin-user",
-        envvar="PGUSER",
-        required=True,
-        metavar="USER",
-        help="The server's Microsoft Entra administrator; Single Server: name@servername. [env: PGUSER]",
-    )(wrapped)
-    return postgres_options(wrapped)
+    wrapped: Any = without_group
+    return click.option("-g", "--resource-group", metavar="RG", help="Resource group of --server.")(wrapped)
 
 
 def _name_option(function: F) -> F:
@@ -117,6 +69,7 @@ def _identity_lookup(
     identity_id: str | None,
     identity_name: str | None,
     resource_group: str | None,
+    server_named: bool,
 ) -> Callable[[], IdentityIds] | None:
     """Validate how the identity was given; a lookup in Resource Manager to run once every input is valid,
     or None when the ids were given directly."""
@@ -130,8 +83,8 @@ def _identity_lookup(
             "which identity? Give --client-id (Single Server), --object-id (Flexible Server),"
             " --identity-id ARM_ID or --identity NAME -g RG"
         )
-    if resource_group is not None and not identity_name:
-        raise InvalidInput("-g/--resource-group goes with --identity")
+    if resource_group is not None and not identity_name and not server_named:
+        raise InvalidInput("-g/--resource-group goes with --identity or --server")
     subscription: str | None
     if identity_id:
         parsed = validate.identity_id(identity_id)
@@ -166,7 +119,7 @@ def _emit(settings: Settings, result: Result) -> None:
 
 
 @role.command()
-@_admin_options
+@admin_options
 @_name_option
 @click.option("--client-id", metavar="ID", help="The identity's client (application) id: what Single Server needs.")
 @click.option("--object-id", metavar="ID", help="The identity's object (principal) id: what Flexible Server needs.")
@@ -181,7 +134,7 @@ def _emit(settings: Settings, result: Result) -> None:
     metavar="NAME",
     help="Name of a user-assigned identity (with -g); both ids are read from Resource Manager.",
 )
-@click.option("-g", "--resource-group", metavar="RG", help="Resource group of --identity.")
+@click.option("-g", "--resource-group", metavar="RG", help="Resource group of --identity, and of --server.")
 @click.option(
     "--member-of",
     multiple=True,
@@ -239,17 +192,23 @@ def create(
           --admin-user aadadmin@mydemoserver --name myuser --client-id CLIENT_ID
       provision role create --host myflex.postgres.database.azure.com --admin-user aadadmin \\
           --name myuser --identity myManagedIdentity -g myResourceGroup --member-of app_readers
+      provision role create --server myflex -g myResourceGroup --name myuser --identity myManagedIdentity
     """
     from provision.db import roles
 
     request = roles.RoleRequest(name, roles.IdentityIds(client_id, object_id), member_of, replace, allow_predefined)
     roles.refuse_admin_name(name, admin.user, admin.flavor)
-    lookup = _identity_lookup(settings, client_id, object_id, identity_id, identity_name, resource_group)
+    lookup = _identity_lookup(
+        settings, client_id, object_id, identity_id, identity_name, resource_group, admin.named is not None
+    )
     flavor = admin.flavor
     if lookup is None and flavor != "auto":
         roles.require_ids(flavor, request.identity)
-    admin.validated()  # before the Resource Manager lookup: nothing is requested while any input is bad
-    if lookup is not None:  # the first request: every input is valid by now
+    admin.check()  # before the Resource Manager reads: nothing is requested while any input is bad
+    if admin.named is not None:  # the first request: every input is valid by now
+        admin = admin.resolved_with(settings)
+        roles.refuse_admin_name(name, admin.user, admin.flavor)
+    if lookup is not None:
         request = dataclasses.replace(request, identity=lookup())
         if flavor != "auto":
             roles.require_ids(flavor, request.identity)
@@ -260,7 +219,8 @@ def create(
 
 
 @role.command()
-@_admin_options
+@admin_options
+@_server_group_option
 @_name_option
 @click.option(
     "--force",
@@ -293,7 +253,8 @@ def drop(
 
 
 @role.command()
-@_admin_options
+@admin_options
+@_server_group_option
 @_name_option
 @pass_settings
 def show(
@@ -313,7 +274,8 @@ def show(
 
 
 @role.command(name="list")
-@_admin_options
+@admin_options
+@_server_group_option
 @pass_settings
 def list_(
     settings: Settings,

@@ -10,7 +10,7 @@ import click
 
 from provision import validate
 from provision.cli import Settings, pass_settings
-from provision.cli.identity import _arm, _progress
+from provision.cli.options import open_arm, resource_group_option, wait_progress
 from provision.errors import InvalidInput
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,13 +41,7 @@ def _server_options(function: F) -> F:
         callback=lambda ctx, param, value: _server_name(value),
         help="Server name: 3-63 letters, digits and hyphens.",
     )(function)
-    return click.option(
-        "-g",
-        "--resource-group",
-        required=True,
-        callback=lambda ctx, param, value: validate.resource_group(value),
-        help="Resource group of the server.",
-    )(function)
+    return resource_group_option("server")(function)
 
 
 @server.command()
@@ -62,7 +56,7 @@ def show(settings: Settings, resource_group: str, name: str) -> None:
     """
     from provision.azure import servers
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         result = servers.show(arm.postgres_client(), arm, resource_group, name)
     settings.emit(result)
 
@@ -88,7 +82,7 @@ def enable(settings: Settings, resource_group: str, name: str, disable_password_
     """
     from provision.azure import servers
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         result = servers.enable_entra(
             arm.postgres_client(),
             arm,
@@ -96,7 +90,7 @@ def enable(settings: Settings, resource_group: str, name: str, disable_password_
             name,
             disable_password_auth,
             settings.dry_run,
-            _progress(settings),
+            wait_progress(settings),
         )
     settings.emit(result)
 
@@ -202,12 +196,19 @@ def add(
     _check_principal(identity, identity_resource_group, object_id, principal_name, principal_type, me, True)
     from provision.azure import servers
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         wanted = _principal(
             arm, resource_group, identity, identity_resource_group, object_id, principal_name, principal_type
         )
         result = servers.add_admin(
-            arm.postgres_client(), arm, resource_group, name, wanted, settings.dry_run, _progress(settings), any_name=me
+            arm.postgres_client(),
+            arm,
+            resource_group,
+            name,
+            wanted,
+            settings.dry_run,
+            wait_progress(settings),
+            any_name=me,
         )
     settings.emit(result)
 
@@ -235,12 +236,18 @@ def remove(
     _check_principal(identity, identity_resource_group, object_id, principal_name, principal_type, me, False)
     from provision.azure import servers
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         wanted = _principal(
             arm, resource_group, identity, identity_resource_group, object_id, principal_name, principal_type
         )
         result = servers.remove_admin(
-            arm.postgres_client(), arm, resource_group, name, wanted.object_id, settings.dry_run, _progress(settings)
+            arm.postgres_client(),
+            arm,
+            resource_group,
+            name,
+            wanted.object_id,
+            settings.dry_run,
+            wait_progress(settings),
         )
     settings.emit(result)
 
@@ -252,6 +259,6 @@ def list_admins(settings: Settings, resource_group: str, name: str) -> None:
     """List the server's Entra admins: object id, principal name (the login name), type."""
     from provision.azure import servers
 
-    with _arm(settings) as arm:
+    with open_arm(settings) as arm:
         result = servers.list_admins(arm.postgres_client(), arm, resource_group, name)
     settings.emit(result)

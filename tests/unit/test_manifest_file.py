@@ -13,6 +13,11 @@ resource_group = "myResourceGroup"
 host = "myflex.postgres.database.azure.com"
 admin_user = "aadadmin"
 """
+NAMED = """\
+[defaults]
+resource_group = "myResourceGroup"
+server = "myflex"
+"""
 
 
 def binding(identity: str = "app1-id", vm: str = "app1-vm", role: str = "app1", extra: str = "") -> str:
@@ -48,6 +53,27 @@ def test_a_binding_overrides_the_defaults() -> None:
     assert (entry.binding.resource_group, entry.server.port, entry.binding.database) == ("other", 6432, "app")
 
 
+def test_a_server_is_named_in_the_defaults_or_per_binding_and_replaces_the_other_way() -> None:
+    text = (
+        NAMED
+        + binding()
+        + binding(identity="app2-id", vm="app2-vm", role="app2", extra='server_resource_group = "dbs"\nport = 6432\n')
+        + binding(identity="app3-id", vm="app3-vm", role="app3", extra='host = "h.example"\nadmin_user = "dba"\n')
+    )
+    first, second, third = parse(text, "f.toml").entries
+    assert (first.server.named, first.server.flavor, first.server.host) == (
+        ("myResourceGroup", "myflex"),
+        "flexible",
+        "",
+    )
+    assert (second.server.named, second.server.port) == (("dbs", "myflex"), 6432)
+    assert (third.server.named, third.server.host, third.server.admin_user) == (None, "h.example", "dba")
+    one_role_on_two_servers = NAMED + binding() + binding(identity="app2-id", vm="app2-vm", extra='server = "flex2"\n')
+    assert len(parse(one_role_on_two_servers, "f.toml").entries) == 2
+    bound = parse(HEAD + binding(extra='server = "other"\n'), "f.toml").entries[0].server
+    assert (bound.named, bound.host, bound.admin_user) == (("myResourceGroup", "other"), "", "")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -71,7 +97,19 @@ def test_a_binding_overrides_the_defaults() -> None:
         (HEAD + binding(extra="grants = 'USAGE ON SCHEMA x'\n"), "grants must be a list of strings"),
         (HEAD + binding(extra='port = "5432"\n'), "port must be a number"),
         (HEAD + binding(extra='flavor = "hyperscale"\n'), "flavor 'hyperscale'"),
-        (HEAD + binding(extra='server = "myflex"\n'), "f.toml:6: server: naming a server"),
+        (
+            HEAD + binding(extra='server = "myflex"\nhost = "h.example"\n'),
+            "f.toml:6: server and host: server reads the host and the admin from Resource Manager",
+        ),
+        (NAMED + binding(extra='server = "x-flex"\nadmin_user = "dba"\n'), "f.toml:5: server and admin_user:"),
+        (NAMED + binding(extra='flavor = "single"\n'), "f.toml:5: server names a flexible server; Single Server"),
+        (NAMED.replace('"myflex"', '"-flex"') + binding(), "f.toml:5: server '-flex': a server name has 3-63"),
+        (NAMED + binding(extra='server_resource_group = "bad/rg"\n'), "f.toml:5: server_resource_group"),
+        (HEAD + binding(extra='server_resource_group = "rg2"\n'), "f.toml:6: server_resource_group goes with server"),
+        (
+            NAMED + binding() + binding(identity="app2-id", vm="app2-vm", extra='server = "MyFlex"\n'),
+            "f.toml:10: role app1 on myflex is given to two identities: app1-id (line 5) and app2-id",
+        ),
         (HEAD.replace('admin_user = "aadadmin"\n', "") + binding(), "f.toml:5: admin_user is required"),
     ],
 )
