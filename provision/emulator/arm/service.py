@@ -27,6 +27,7 @@ from typing import Any
 import jwt
 
 from provision.emulator import seed
+from provision.emulator.arm import api_versions
 from provision.emulator.arm.compute import MACHINE_KINDS, VIRTUAL_MACHINES
 from provision.emulator.arm.postgresql import PROVIDER as POSTGRES_PROVIDER
 from provision.emulator.arm.postgresql import FlexibleServers
@@ -66,7 +67,6 @@ ADMIN_HELP = {
 # the SDKs for management.azure.com.
 MANAGEMENT_AUDIENCES = ("https://management.core.windows.net/", seed.ARM_AUDIENCE)
 ARM_AUDIENCES = tuple(variant for audience in MANAGEMENT_AUDIENCES for variant in (audience, audience.rstrip("/")))
-COMPUTE_API_VERSION = "2026-04-01"
 TAGS_SEGMENTS = ["providers", "microsoft.resources", "tags", "default"]  # the Tags API below a resource
 
 # -- Resource Manager ---------------------------------------------------------------------------------
@@ -95,6 +95,7 @@ class ArmService(Service):
                     "MissingApiVersionParameter",
                     "The api-version query parameter (?api-version=) is required for all requests.",
                 )
+            api_versions.check(request.path, request.query["api-version"], _location(request))
             reply = self._route(request, fault)
         except ArmError as error:
             reply = Reply(error.status, error.body())
@@ -255,7 +256,7 @@ class ArmService(Service):
         base = f"https://{request.headers.get('Host')}"
         status_url = (
             f"{base}/subscriptions/{seed.SUBSCRIPTION_ID}/providers/Microsoft.Compute/locations/{body['location']}"
-            f"/operations/{operation_id}?api-version={request.query.get('api-version', COMPUTE_API_VERSION)}"
+            f"/operations/{operation_id}?api-version={request.query['api-version']}"
         )
         # Like real Compute: the status URL, and no Retry-After.
         return Reply(200, body, {"Azure-AsyncOperation": status_url, "Azure-AsyncNotification": "Enabled"})
@@ -340,6 +341,13 @@ def _settings(body: Any) -> dict[str, Any]:
         if settings["token_lifetime"] <= 0:
             raise ValueError("token_lifetime must be > 0")
     return settings
+
+
+def _location(request: Request) -> str:
+    """The region a request is routed to: a PUT's location, else the one region every emulated group is in."""
+    body = json_or_text(request.body) if request.method == "PUT" else None
+    location = body.get("location") if isinstance(body, dict) else None
+    return location.replace(" ", "").lower() if isinstance(location, str) and location else seed.LOCATION
 
 
 def _object(request: Request) -> dict[str, Any]:
