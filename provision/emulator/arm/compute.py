@@ -21,7 +21,7 @@ from typing import Any
 
 from provision.emulator import seed
 from provision.emulator.arm.msi import Identities, ManagedIdentity, UserAssignedIdentity
-from provision.emulator.arm.resources import invalid, not_found, tags_of
+from provision.emulator.arm.resources import LOCATIONS, invalid, not_found, tags_of
 from provision.emulator.http import ArmError
 
 VIRTUAL_MACHINES = "virtualMachines"
@@ -29,6 +29,11 @@ SCALE_SETS = "virtualMachineScaleSets"
 MACHINE_KINDS = (VIRTUAL_MACHINES, SCALE_SETS)
 VM_UNIQUE_ID = "0f47b100-583c-48e3-a4c0-aefc2c9bbcc1"
 SCALE_SET_UNIQUE_ID = "a3d91c6e-52b7-4e0f-8c14-9b6e2f7d3a85"
+DEFAULT_SIZE = "Standard_D2s_v3"  # the seed's machines' size, and a new one's when the body names none
+# Linux VM and scale set names (learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules,
+# Microsoft.Compute): 1-64 characters, no spaces or special characters but hyphens and periods, not ending with
+# a hyphen or period, not starting with an underscore.
+MACHINE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Operation:
     ends: float
     fails: bool
     previous: IdentityState
+    creates: bool = False  # a PUT that made the machine: there is nothing earlier to put back
     status: str = "InProgress"
 
     def to_arm(self) -> dict[str, Any]:
@@ -87,6 +93,8 @@ class Machine:
     identity: IdentityState
     tags: dict[str, str] = field(default_factory=dict)
     upgrade_mode: str | None = None
+    size: str = DEFAULT_SIZE
+    capacity: int = 2  # a scale set's instance count
     version: int = 1
     provisioning_state: str = "Succeeded"
     operation: Operation | None = None
@@ -184,7 +192,7 @@ class Machine:
         if self.kind == VIRTUAL_MACHINES:
             properties.update(vmId=self.unique_id, **_vm_profiles(self))
         else:
-            body["sku"] = {"name": "Standard_D2s_v3", "tier": "Standard", "capacity": 2}
+            body["sku"] = {"name": self.size, "tier": "Standard", "capacity": self.capacity}
             properties.update(uniqueId=self.unique_id, upgradePolicy={"mode": self.upgrade_mode or "Manual"})
         if state.encryption_identity:
             properties["securityProfile"] = {
@@ -238,7 +246,7 @@ class Compute(Identities):
                         return body
             raise not_found("Microsoft.Network/networkInterfaces", name, resource_group)
 
-    def replace_machine(
+    def put_machine(
         self,
         subscription: str,
         kind: str,
@@ -247,15 +255,23 @@ class Compute(Identities):
         body: dict[str, Any],
         if_match: str | None,
         fails: bool = False,
-    ) -> tuple[dict[str, Any], str]:
-        """A PUT of an existing machine: the body is the whole resource, so its tags replace the machine's and its
+    ) -> tuple[dict[str, Any], str, bool]:
+        """A PUT: the body is the whole resource, so for an existing machine its tags replace the machine's and its
         `identity` is authoritative, `type` and map alike (an identity the map leaves out is removed), as ARM's
-        PUT replaces what PATCH merges (learn.microsoft.com/rest/api/compute/virtual-machines/create-or-update)."""
+        PUT replaces what PATCH merges (learn.microsoft.com/rest/api/compute/virtual-machines/create-or-update);
+        a missing machine is created. Returns the machine as it now reads, the operation id and whether it was
+        created."""
         with self._lock:
             self._settle()
-            machine = self._machine(subscription, kind, resource_group, name)
-            return self.update_machine(
-                subscription, kind, resource_group, name, _put_as_patch(machine, body), if_match, fails
+            self.check_scope(subscription, resource_group)
+            machine = self.machines.get((kind, resource_group.lower(), name.lower()))
+            if machine is None:
+                return (*self._create_machine(kind, resource_group, name, body, if_match, fails), True)
+            return (
+                *self.update_machine(
+                    subscription, kind, resource_group, name, _put_as_patch(machine, body), if_match, fails
+                ),
+                False,
             )
 
     def list_machines(self, subscription: str, kind: str, resource_group: str | None = None) -> dict[str, Any]:
@@ -371,6 +387,60 @@ class Compute(Identities):
             raise not_found(f"Microsoft.Compute/{kind}", name, resource_group)
         return found
 
+    def _create_machine(
+        self, kind: str, resource_group: str, name: str, body: dict[str, Any], if_match: str | None, fails: bool
+    ) -> tuple[dict[str, Any], str]:
+        """A new machine from a PUT body that needs only a location, its profiles filled in as Compute fills them:
+        201 with provisioningState `Creating`, then Succeeded when its operation ends (the spec's
+        VirtualMachine_Create_* examples). Nothing is made when the body is refused."""
+        if if_match is not None:
+            # Nothing exists that the precondition could match.
+            raise ArmError(412, "PreconditionFailed", f"The specified precondition 'If-Match = {if_match}' failed.")
+        _check_machine_name(name)
+        location = body.get("location")
+        if not isinstance(location, str) or not location:
+            raise ArmError(400, "LocationRequired", "The location property is required for this definition.")
+        location = location.replace(" ", "").lower()
+        regions = [region for region, *_ in LOCATIONS]
+        if location not in regions:
+            raise ArmError(
+                400,
+                "LocationNotAvailableForResourceType",
+                f"The provided location '{location}' is not available for resource type 'Microsoft.Compute/{kind}'."
+                f" List of available regions for the resource type is '{','.join(regions)}'.",
+            )
+        properties = body.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise invalid("properties", properties)
+        machine = Machine(
+            kind,
+            self.resource_groups[resource_group.lower()],
+            name,
+            location,
+            str(uuid.uuid4()),
+            IdentityState(),
+            upgrade_mode="Manual" if kind == SCALE_SETS else None,
+        )
+        if kind == VIRTUAL_MACHINES:
+            machine.size = _size((properties.get("hardwareProfile") or {}).get("vmSize"), "hardwareProfile.vmSize")
+        else:
+            sku = body.get("sku") or {}
+            machine.size = _size(sku.get("name"), "sku.name")
+            capacity = sku.get("capacity", machine.capacity)
+            if not isinstance(capacity, int) or isinstance(capacity, bool) or not 0 <= capacity <= 1000:
+                raise invalid("sku.capacity", capacity)
+            machine.capacity = capacity
+        machine.identity = self._apply_patch(machine, {**body, "tags": body.get("tags") or {}})
+        now = time.time()
+        operation = Operation(
+            str(uuid.uuid4()), machine.key, now, now + self.operation_seconds, fails, IdentityState(), creates=True
+        )
+        self.operations[operation.id] = operation
+        machine.operation = operation
+        machine.provisioning_state = "Creating"
+        self.machines[machine.key] = machine
+        return machine.to_arm(), operation.id
+
     def _apply_patch(self, machine: Machine, body: dict[str, Any]) -> IdentityState:
         """Validates a PATCH body, then applies its tags and upgrade policy and returns the identity
         state it asks for, with Azure's rules: `type` is authoritative, the `userAssignedIdentities` map
@@ -417,7 +487,8 @@ class Compute(Identities):
             machine.operation = None
             if operation.fails:
                 operation.status = "Failed"
-                machine.identity = operation.previous
+                if not operation.creates:
+                    machine.identity = operation.previous
                 machine.provisioning_state = "Failed"
                 machine.version += 1
             else:
@@ -473,6 +544,24 @@ def _merge_identity(
     return state
 
 
+def _check_machine_name(name: str) -> None:
+    if not (1 <= len(name) <= 64 and set(name) <= MACHINE_NAME_CHARS and name[0] != "_" and name[-1] not in "-."):
+        raise ArmError(
+            400,
+            "InvalidResourceName",
+            f"Resource name '{name}' is invalid. The name can be 1-64 characters long: letters, digits, hyphens and"
+            " periods, not ending with a hyphen or period.",
+        )
+
+
+def _size(value: Any, parameter: str) -> str:
+    if value is None:
+        return DEFAULT_SIZE
+    if not isinstance(value, str) or not value:
+        raise invalid(parameter, value)
+    return value
+
+
 def _put_as_patch(machine: Machine, body: dict[str, Any]) -> dict[str, Any]:
     """The PATCH with the same outcome as a PUT of `body`: no tags means none, and every identity the machine
     has that the body's map leaves out is removed."""
@@ -505,7 +594,7 @@ def _vm_profiles(machine: Machine) -> dict[str, Any]:
     "Get a virtual machine" example (learn.microsoft.com/rest/api/compute/virtual-machines/get)."""
     disk = _os_disk_name(machine)
     return {
-        "hardwareProfile": {"vmSize": "Standard_D2s_v3"},
+        "hardwareProfile": {"vmSize": machine.size},
         "storageProfile": {
             "imageReference": {
                 "publisher": "Canonical",

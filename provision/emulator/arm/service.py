@@ -11,7 +11,7 @@ Routes (names and fixed segments are case-insensitive, as in Azure):
   GET PUT PATCH DELETE .../providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}
   GET PUT PATCH       .../userAssignedIdentities/{name}/providers/Microsoft.Resources/tags/default
   GET                 .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
-  GET PATCH           .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name}
+  GET PUT PATCH       .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name} (PUT creates)
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
   Microsoft.DBforPostgreSQL/flexibleServers: see provision.emulator.arm.postgresql
 Every request is authorized first, as Resource Manager does (provision.emulator.directory).
@@ -251,15 +251,20 @@ class ArmService(Service):
         if request.method not in ("PATCH", "PUT"):
             raise _method_not_allowed(request)
         fails = bool(fault and fault.kind == "operation_failed")
-        write = self.world.update_machine if request.method == "PATCH" else self.world.replace_machine
-        body, operation_id = write(sub, kind, rg, name, _object(request), request.headers.get("If-Match"), fails)
+        if_match, body = request.headers.get("If-Match"), _object(request)
+        if request.method == "PATCH":
+            answer, operation_id = self.world.update_machine(sub, kind, rg, name, body, if_match, fails)
+            created = False
+        else:
+            answer, operation_id, created = self.world.put_machine(sub, kind, rg, name, body, if_match, fails)
         base = f"https://{request.headers.get('Host')}"
         status_url = (
-            f"{base}/subscriptions/{seed.SUBSCRIPTION_ID}/providers/Microsoft.Compute/locations/{body['location']}"
+            f"{base}/subscriptions/{seed.SUBSCRIPTION_ID}/providers/Microsoft.Compute/locations/{answer['location']}"
             f"/operations/{operation_id}?api-version={request.query['api-version']}"
         )
         # Like real Compute: the status URL, and no Retry-After.
-        return Reply(200, body, {"Azure-AsyncOperation": status_url, "Azure-AsyncNotification": "Enabled"})
+        headers = {"Azure-AsyncOperation": status_url, "Azure-AsyncNotification": "Enabled"}
+        return Reply(201 if created else 200, answer, headers)
 
     # -- admin ----------------------------------------------------------------------------------------
 
