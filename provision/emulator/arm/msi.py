@@ -1,10 +1,11 @@
-"""Microsoft.ManagedIdentity as the emulator answers it: user-assigned identities (and their tags through the
-Tags API), and what a token says about an identity."""
+"""Microsoft.ManagedIdentity as the emulator answers it: user-assigned identities (their tags through the Tags
+API, their federated identity credentials), and what a token says about an identity."""
 
 from __future__ import annotations
 
+import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from provision.emulator import seed
@@ -16,6 +17,15 @@ EXISTING_CLIENT_ID = "3f0c2d5e-8a41-4b7c-9e26-51d8a7b4c0f3"
 EXISTING_PRINCIPAL_ID = "b7e2a9c4-1d53-4f08-a6e7-2c9f4b8d1e50"
 
 IDENTITY_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+# Federated identity credentials: the name pattern of the REST spec (ManagedIdentity/FederatedIdentityCredential.tsp)
+# and the limits of learn.microsoft.com/entra/workload-id/workload-identity-federation-considerations (at most 20 on a
+# user-assigned identity; issuer a URL, subject and the one audience at most 600 characters each; issuer and
+# subject unique together). No recorded Azure wording was found for these refusals: the messages are the emulator's.
+CREDENTIAL_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{2,119}")
+MAX_CREDENTIALS = 20
+MAX_CLAIM_LENGTH = 600
+CREDENTIALS_SEGMENT = "federatedidentitycredentials"
 
 
 @dataclass
@@ -32,6 +42,23 @@ class ManagedIdentity:
 
 
 @dataclass
+class FederatedCredential:
+    name: str
+    issuer: str
+    subject: str
+    audiences: list[str]
+
+    def to_arm(self, identity_id: str) -> dict[str, Any]:
+        """In the shape of the spec's FederatedIdentityCredentialGet example (2024-11-30)."""
+        return {
+            "id": f"{identity_id}/federatedIdentityCredentials/{self.name}",
+            "name": self.name,
+            "type": "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+            "properties": {"issuer": self.issuer, "subject": self.subject, "audiences": list(self.audiences)},
+        }
+
+
+@dataclass
 class UserAssignedIdentity:
     resource_group: str
     name: str
@@ -39,6 +66,7 @@ class UserAssignedIdentity:
     tags: dict[str, str]
     client_id: str
     principal_id: str
+    credentials: dict[str, FederatedCredential] = field(default_factory=dict)  # by lower-case name: go with it
 
     @property
     def key(self) -> tuple[str, str]:
@@ -170,6 +198,67 @@ class Identities(Resources):
             self.check_scope(subscription, resource_group)
             return self.identities.pop((resource_group.lower(), name.lower()), None) is not None
 
+    def list_credentials(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
+        """Federated Identity Credentials - List: one page (nextLink only appears when Azure has more to send)."""
+        with self._lock:
+            found = self._identity(subscription, resource_group, name)
+            return {"value": [c.to_arm(found.id) for _, c in sorted(found.credentials.items())]}
+
+    def get_credential(self, subscription: str, resource_group: str, name: str, credential: str) -> dict[str, Any]:
+        with self._lock:
+            found = self._identity(subscription, resource_group, name)
+            return self._credential(found, credential).to_arm(found.id)
+
+    def put_credential(
+        self, subscription: str, resource_group: str, name: str, credential: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or replace; returns the credential and whether it was created. Nothing changes when refused."""
+        with self._lock:
+            found = self._identity(subscription, resource_group, name)
+            if not CREDENTIAL_NAME.fullmatch(credential):
+                raise ArmError(
+                    400,
+                    "InvalidResourceName",
+                    f"Resource name '{credential}' is invalid. The name can be 3-120 characters long: letters, digits,"
+                    " hyphens and underscores, starting with a letter or digit.",
+                )
+            properties = body.get("properties")
+            if not isinstance(properties, dict):
+                raise ArmError(400, "BadRequest", "The properties of a federated identity credential are required.")
+            existing = found.credentials.get(credential.lower())
+            made = FederatedCredential(
+                existing.name if existing else credential,  # a replaced credential keeps its name's casing
+                _claim(properties, "issuer"),
+                _claim(properties, "subject"),
+                _audiences(properties.get("audiences")),
+            )
+            if not made.issuer.startswith("https://"):
+                raise ArmError(400, "BadRequest", f"The issuer '{made.issuer}' must be an https URL.")
+            others = {k: c for k, c in found.credentials.items() if k != credential.lower()}
+            if any((c.issuer, c.subject) == (made.issuer, made.subject) for c in others.values()):
+                raise ArmError(
+                    400,
+                    "BadRequest",
+                    f"A federated identity credential with issuer '{made.issuer}' and subject '{made.subject}'"
+                    f" already exists on '{found.name}'.",
+                )
+            created = existing is None
+            if created and len(found.credentials) >= MAX_CREDENTIALS:
+                raise ArmError(
+                    400,
+                    "BadRequest",
+                    f"'{found.name}' already has {MAX_CREDENTIALS} federated identity credentials, the most a"
+                    " user-assigned identity can have.",
+                )
+            found.credentials[credential.lower()] = made
+            return made.to_arm(found.id), created
+
+    def delete_credential(self, subscription: str, resource_group: str, name: str, credential: str) -> bool:
+        """Delete; returns whether it existed."""
+        with self._lock:
+            found = self._identity(subscription, resource_group, name)
+            return found.credentials.pop(credential.lower(), None) is not None
+
     def find_identity_by_name(self, name: str) -> ManagedIdentity | None:
         """A user-assigned identity of that name in any resource group."""
         with self._lock:
@@ -183,6 +272,16 @@ class Identities(Resources):
         found = self.identities.get((resource_group.lower(), name.lower()))
         if found is None:
             raise not_found("Microsoft.ManagedIdentity/userAssignedIdentities", name, resource_group)
+        return found
+
+    def _credential(self, identity: UserAssignedIdentity, name: str) -> FederatedCredential:
+        found = identity.credentials.get(name.lower())
+        if found is None:
+            raise not_found(
+                "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+                f"{identity.name}/{name}",
+                identity.resource_group,
+            )
         return found
 
     def _identity_by_id(self, resource_id: str) -> UserAssignedIdentity:
@@ -209,3 +308,31 @@ def _check_identity_name(name: str) -> None:
 
 def _normal_location(location: str) -> str:
     return location.replace(" ", "").lower()
+
+
+def _claim(properties: dict[str, Any], key: str) -> str:
+    value = properties.get(key)
+    if not isinstance(value, str) or not value or value != value.strip() or len(value) > MAX_CLAIM_LENGTH:
+        raise ArmError(
+            400,
+            "BadRequest",
+            f"The {key} of a federated identity credential is required: 1-{MAX_CLAIM_LENGTH} characters, without"
+            " leading or trailing whitespace.",
+        )
+    return value
+
+
+def _audiences(value: Any) -> list[str]:
+    if not (
+        isinstance(value, list)
+        and len(value) == 1
+        and isinstance(value[0], str)
+        and 0 < len(value[0]) <= MAX_CLAIM_LENGTH
+    ):
+        raise ArmError(
+            400,
+            "BadRequest",
+            f"The audiences of a federated identity credential are one value of 1-{MAX_CLAIM_LENGTH} characters"
+            " (api://AzureADTokenExchange for Microsoft Entra ID).",
+        )
+    return list(value)

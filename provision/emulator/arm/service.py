@@ -10,6 +10,8 @@ Routes (names and fixed segments are case-insensitive, as in Azure):
   GET                 .../providers/Microsoft.ManagedIdentity/userAssignedIdentities
   GET PUT PATCH DELETE .../providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}
   GET PUT PATCH       .../userAssignedIdentities/{name}/providers/Microsoft.Resources/tags/default
+  GET                 .../userAssignedIdentities/{name}/federatedIdentityCredentials
+  GET PUT DELETE      .../userAssignedIdentities/{name}/federatedIdentityCredentials/{credential}
   GET                 .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
   GET PUT PATCH       .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name} (PUT creates)
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
@@ -29,6 +31,7 @@ import jwt
 from provision.emulator import seed
 from provision.emulator.arm import api_versions
 from provision.emulator.arm.compute import MACHINE_KINDS, VIRTUAL_MACHINES
+from provision.emulator.arm.msi import CREDENTIALS_SEGMENT
 from provision.emulator.arm.postgresql import PROVIDER as POSTGRES_PROVIDER
 from provision.emulator.arm.postgresql import FlexibleServers
 from provision.emulator.arm.world import World
@@ -227,6 +230,8 @@ class ArmService(Service):
                     body = {"operation": "Replace", "properties": body.get("properties")}
                 return Reply(200, self.world.identity_tags(sub, rg, names[0], body))
             raise _method_not_allowed(request)
+        if len(names) in (2, 3) and names[1].lower() == CREDENTIALS_SEGMENT:
+            return self._credentials(request, sub, rg, names[0], names[2:])
         if len(names) != 1:
             raise _no_route(request)
         name = names[0]
@@ -239,6 +244,21 @@ class ArmService(Service):
             return Reply(200, self.world.patch_identity(sub, rg, name, _object(request)))
         if method == "DELETE":
             return Reply(200 if self.world.delete_identity(sub, rg, name) else 204)
+        raise _method_not_allowed(request)
+
+    def _credentials(self, request: Request, sub: str, rg: str, identity: str, names: list[str]) -> Reply:
+        method = request.method
+        if not names:
+            if method != "GET":
+                raise _method_not_allowed(request)
+            return Reply(200, self.world.list_credentials(sub, rg, identity))
+        if method == "GET":
+            return Reply(200, self.world.get_credential(sub, rg, identity, names[0]))
+        if method == "PUT":
+            body, created = self.world.put_credential(sub, rg, identity, names[0], _object(request))
+            return Reply(201 if created else 200, body)
+        if method == "DELETE":
+            return Reply(200 if self.world.delete_credential(sub, rg, identity, names[0]) else 204)
         raise _method_not_allowed(request)
 
     def _machine(self, request: Request, sub: str, rg: str, kind: str, name: str, fault: Fault | None) -> Reply:
