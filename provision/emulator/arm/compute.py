@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from provision.emulator import seed
-from provision.emulator.arm.msi import Identities, ManagedIdentity, UserAssignedIdentity
+from provision.emulator.arm.msi import Identities, ManagedIdentity, UserAssignedIdentity, system_assigned_body
 from provision.emulator.arm.resources import LOCATIONS, invalid, not_found, tags_of
 from provision.emulator.http import ArmError
 
@@ -234,6 +234,21 @@ class Compute(Identities):
             body = machine.to_arm()
             body["properties"]["instanceView"] = machine.instance_view()
             return body
+
+    def system_assigned_identity(self, subscription: str, kind: str, resource_group: str, name: str) -> dict[str, Any]:
+        """The machine's system-assigned identity as Microsoft.ManagedIdentity serves it; Resource Manager's 404 for
+        a machine without one (no recorded answer was found: the wording is ResourceNotFound's)."""
+        with self._lock:
+            self._settle()
+            machine = self._machine(subscription, kind, resource_group, name)
+            if machine.identity.system is None:
+                raise ArmError(
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource 'Microsoft.ManagedIdentity/identities/default' under scope '{machine.id}' was"
+                    " not found.",
+                )
+            return system_assigned_body(machine.id, machine.location, machine.identity.system)
 
     def network_interface(self, subscription: str, resource_group: str, name: str) -> dict[str, Any]:
         """The network interface of an emulated VM (each VM has one, named as `az vm create` names it)."""

@@ -41,6 +41,27 @@ class ManagedIdentity:
         return {"client_id": self.client_id, "principal_id": self.principal_id, "resource_id": self.resource_id}
 
 
+def system_assigned_body(scope: str, location: str, identity: ManagedIdentity) -> dict[str, Any]:
+    """A resource's system-assigned identity as Microsoft.ManagedIdentity serves it at
+    {scope}/providers/Microsoft.ManagedIdentity/identities/default (System Assigned Identities - Get By Scope;
+    the properties of the spec's SystemAssignedIdentityGet example)."""
+    resource_id = f"{scope}/providers/Microsoft.ManagedIdentity/identities/default"
+    principal, client = identity.principal_id, identity.client_id
+    return {
+        "id": resource_id,
+        "name": "default",
+        "type": "Microsoft.ManagedIdentity/identities",
+        "location": location,
+        "properties": {
+            "tenantId": seed.TENANT_ID,
+            "principalId": principal,
+            "clientId": client,
+            "clientSecretUrl": f"https://control-{location}.identity.azure.net{scope}/credentials"
+            f"?tid={seed.TENANT_ID}&oid={principal}&aid={client}",
+        },
+    }
+
+
 @dataclass
 class FederatedCredential:
     name: str

@@ -15,6 +15,7 @@ Routes (names and fixed segments are case-insensitive, as in Azure):
   GET                 .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
   GET PUT PATCH       .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name} (PUT creates)
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
+  GET                 .../{VM or scale set}/providers/Microsoft.ManagedIdentity/identities/default
   Microsoft.DBforPostgreSQL/flexibleServers: see provision.emulator.arm.postgresql
 Every request is authorized first, as Resource Manager does (provision.emulator.directory).
 Admin routes for tests, no token needed, not recorded: see `ADMIN_HELP`.
@@ -184,6 +185,23 @@ class ArmService(Service):
             if method != "GET":
                 raise _method_not_allowed(request)
             return Reply(200, self.world.machine_instance_view(sub, rg, rest[3]))
+        if (
+            len(rest) == 8
+            and rest_lower[:2] == ["providers", "microsoft.compute"]
+            and rest_lower[4:]
+            == [
+                "providers",
+                "microsoft.managedidentity",
+                "identities",
+                "default",
+            ]
+        ):
+            kind = next((k for k in MACHINE_KINDS if k.lower() == rest_lower[2]), None)
+            if kind is None:
+                raise _no_route(request)
+            if method != "GET":
+                raise _method_not_allowed(request)
+            return Reply(200, self.world.system_assigned_identity(sub, kind, rg, rest[3]))
         if len(rest) in (3, 4) and rest_lower[:2] == ["providers", "microsoft.compute"]:
             kind = next((k for k in MACHINE_KINDS if k.lower() == rest_lower[2]), None)
             if kind is not None and len(rest) == 3 and method == "GET":
