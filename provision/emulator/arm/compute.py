@@ -32,7 +32,7 @@ SCALE_SET_UNIQUE_ID = "a3d91c6e-52b7-4e0f-8c14-9b6e2f7d3a85"
 DEFAULT_SIZE = "Standard_D2s_v3"  # the seed's machines' size, and a new one's when the body names none
 # Linux VM and scale set names (learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules,
 # Microsoft.Compute): 1-64 characters, no spaces or special characters but hyphens and periods, not ending with
-# a hyphen or period, not starting with an underscore.
+# a hyphen or period.
 MACHINE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.")
 
 
@@ -560,7 +560,7 @@ def _merge_identity(
 
 
 def _check_machine_name(name: str) -> None:
-    if not (1 <= len(name) <= 64 and set(name) <= MACHINE_NAME_CHARS and name[0] != "_" and name[-1] not in "-."):
+    if not (1 <= len(name) <= 64 and set(name) <= MACHINE_NAME_CHARS and name[-1] not in "-."):
         raise ArmError(
             400,
             "InvalidResourceName",

@@ -10,6 +10,7 @@ from typing import Any
 from provision.emulator import seed
 from provision.emulator.http import ArmError
 
+# Some of the public cloud's regions: (name, displayName, geographyGroup, physicalLocation, pairedRegion).
 LOCATIONS = (
     ("westeurope", "West Europe", "Europe", "Netherlands", "northeurope"),
     ("northeurope", "North Europe", "Europe", "Ireland", "westeurope"),

@@ -73,8 +73,6 @@ MANAGEMENT_AUDIENCES = ("https://management.core.windows.net/", seed.ARM_AUDIENC
 ARM_AUDIENCES = tuple(variant for audience in MANAGEMENT_AUDIENCES for variant in (audience, audience.rstrip("/")))
 TAGS_SEGMENTS = ["providers", "microsoft.resources", "tags", "default"]  # the Tags API below a resource
 
-# -- Resource Manager ---------------------------------------------------------------------------------
-
 
 class ArmService(Service):
     name = "arm"
