@@ -22,8 +22,9 @@ from __future__ import annotations
 import time
 
 from provision.emulator import seed
-from provision.emulator.arm.service import EmulatorServer, Fault, Faults, Reply, Request, RequestLog, Service
-from provision.emulator.arm.world import ManagedIdentity, World
+from provision.emulator.arm.msi import ManagedIdentity
+from provision.emulator.arm.world import World
+from provision.emulator.http import EmulatorServer, Fault, Faults, Reply, Request, RequestLog, Service
 from provision.emulator.keys import Authority
 
 TOKEN_PATH = "/metadata/identity/oauth2/token"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.emulator import imds, seed
+from provision.emulator import http, imds, seed
 from provision.emulator.arm import service as arm
 from provision.emulator.arm.postgresql import FlexibleServers
 from provision.emulator.arm.world import World
@@ -142,9 +142,9 @@ def _start_services(
 ) -> None:
     directory, world = stack.directory, stack.world
     authority = Authority.load_or_create(directory)
-    log = arm.RequestLog(directory / "requests.jsonl")
+    log = http.RequestLog(directory / "requests.jsonl")
     stack.closers.append(log.close)
-    faults = arm.Faults()
+    faults = http.Faults()
     url_host = f"[{host}]" if ":" in host else host
     flexible = FlexibleServers(world, names.flexible, str(installation.major), flexible_entra)
     arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log, flexible)

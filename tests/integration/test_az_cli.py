@@ -75,7 +75,14 @@ def machine_path(kind: str = "virtualMachines", name: str = VM) -> str:
     return f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourceGroups/{RG}/providers/Microsoft.Compute/{kind}/{name}"
 
 
-def arm_call(emulator: Any, method: str, path: str, body: Any = None, audience: str = seed.ARM_AUDIENCE) -> Any:
+def arm_call(
+    emulator: Any,
+    method: str,
+    path: str,
+    body: Any = None,
+    audience: str = seed.ARM_AUDIENCE,
+    api_version: str = "2024-11-01",
+) -> Any:
     """A request straight to the emulated Resource Manager with a token its own authority signs (neither az nor
     provision in between): the JSON answer, or HTTPError."""
     operator = {
@@ -86,7 +93,7 @@ def arm_call(emulator: Any, method: str, path: str, body: Any = None, audience: 
     token = Authority.load_or_create(emulator.directory).mint_token(audience, operator, 600)[0]
     separator = "&" if "?" in path else "?"
     request = urllib.request.Request(
-        f"{emulator.env['PROVISION_ARM_ENDPOINT']}{path}{separator}api-version=2024-11-01",
+        f"{emulator.env['PROVISION_ARM_ENDPOINT']}{path}{separator}api-version={api_version}",
         method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
@@ -115,7 +122,8 @@ def test_resource_manager_takes_tokens_for_both_management_audiences(fresh_emula
 def test_a_vm_put_replaces_the_identity_map_and_the_tags(fresh_emulator: Any) -> None:
     fresh_emulator.set_operation_seconds(0)  # each PUT's operation ends at once, so the next may follow
     identities = f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourceGroups/{RG}/providers/Microsoft.ManagedIdentity"
-    arm_call(fresh_emulator, "PUT", f"{identities}/userAssignedIdentities/other", {"location": seed.LOCATION})
+    identity = {"location": seed.LOCATION}
+    arm_call(fresh_emulator, "PUT", f"{identities}/userAssignedIdentities/other", identity, api_version="2024-11-30")
     vm = arm_call(fresh_emulator, "GET", machine_path())
     vm["identity"] = {"type": "UserAssigned", "userAssignedIdentities": {identity_id("other"): {}}}
     vm["tags"] = {"only": "this"}

@@ -152,6 +152,23 @@ def test_resource_group_get_and_error_shapes(env):
     assert (no_location.status_code, no_location.json()["error"]["code"]) == (400, "LocationRequired")
 
 
+def test_an_api_version_the_type_does_not_offer_gets_400_and_changes_nothing(env, fresh_emulator):
+    """Checked per resource type before the provider sees the request: a compute version is no identity version."""
+    refused = raw(env, "PUT", f"{IDENTITIES_PATH}/id-app", body={"location": seed.LOCATION}, api_version="2026-04-01")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "NoRegisteredProviderFound")
+    assert (
+        "for type 'userAssignedIdentities'. The supported api-versions are '2015-08-31-preview, "
+        in (refused.json()["error"]["message"])
+    )
+    with pytest.raises(ResourceNotFoundError):
+        msi_client(env).user_assigned_identities.get(RG, "id-app")
+    vm = raw(env, "PATCH", VM_PATH, body={"tags": {"a": "b"}}, api_version="1999-01-01")
+    assert (vm.status_code, vm.json()["error"]["code"]) == (400, "NoRegisteredProviderFound")
+    assert fresh_emulator.admin("GET", f"machine?kind=virtualMachines&group={RG}&name={seed.VM_NAME}")["tags"] == {}
+    group = raw(env, "GET", f"/subscriptions/{SUB}/resourcegroups/{RG}", api_version="2024-11-30")
+    assert (group.status_code, group.json()["error"]["code"]) == (400, "InvalidApiVersionParameter")
+
+
 # -- virtual machines and scale sets ------------------------------------------------------------------
 
 

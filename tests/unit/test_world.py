@@ -261,3 +261,120 @@ def test_reset_restores_the_seed_and_settings_and_tells_listeners(world):
     assert world.list_identities(SUB, RG) == seeded.list_identities(SUB, RG)
     assert world.configure() == {"operation_seconds": 0, "token_lifetime": 3600, "imds_identity_delay": 0.0}
     assert calls == ["reset"]
+
+
+# -- machines made by a PUT --------------------------------------------------------------------------
+
+
+def put(world: World, name: str, body: dict, kind: str = VIRTUAL_MACHINES, if_match=None, fails=False):
+    return world.put_machine(SUB, kind, RG, name, body, if_match, fails)
+
+
+def test_a_put_creates_a_vm_from_a_location_alone_creating_then_succeeded():
+    slow = World(operation_seconds=60, token_lifetime=3600)
+    body, operation_id, created = put(slow, "vm-new", {"location": "West Europe"})
+    assert created and body["properties"]["provisioningState"] == "Creating"
+    assert body["location"] == "westeurope" and body["tags"] == {} and "identity" not in body
+    properties = body["properties"]
+    assert properties["hardwareProfile"] == {"vmSize": "Standard_D2s_v3"}
+    assert properties["storageProfile"]["osDisk"]["osType"] == "Linux"
+    assert properties["osProfile"]["computerName"] == "vm-new"
+    assert properties["networkProfile"]["networkInterfaces"][0]["id"].endswith("/networkInterfaces/vm-newVMNic")
+    assert slow.operation_status(SUB, operation_id)["status"] == "InProgress"
+    world = World(operation_seconds=0, token_lifetime=3600)
+    _, operation_id, _ = put(world, "vm-new", {"location": "westeurope"})
+    assert world.get_machine(SUB, VIRTUAL_MACHINES, RG, "vm-new")["properties"]["provisioningState"] == "Succeeded"
+    assert world.operation_status(SUB, operation_id)["status"] == "Succeeded"
+    assert [m["name"] for m in world.list_machines(SUB, VIRTUAL_MACHINES)["value"]] == ["myVM", "vm-new"]
+
+
+def test_a_created_vm_gets_the_identities_and_size_its_body_names(world):
+    world.put_identity(SUB, RG, "id1", {"location": "westeurope"})
+    body = {
+        "location": "westeurope",
+        "tags": {"a": "b"},
+        "identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {identity_id("id1"): {}}},
+        "properties": {"hardwareProfile": {"vmSize": "Standard_B2s"}},
+    }
+    created = put(world, "vm-new", body)[0]
+    assert created["identity"]["type"] == "SystemAssigned, UserAssigned"
+    assert user_ids(created) == [identity_id("id1").lower()]
+    assert created["tags"] == {"a": "b"}
+    assert created["properties"]["hardwareProfile"] == {"vmSize": "Standard_B2s"}
+    assert created["identity"]["principalId"] in world.principal_ids()
+
+
+def test_a_second_put_replaces_the_identity_map_and_answers_not_created(world):
+    world.put_identity(SUB, RG, "id1", {"location": "westeurope"})
+    world.put_identity(SUB, RG, "id2", {"location": "westeurope"})
+    both = {identity_id("id1"): {}, identity_id("id2"): {}}
+    put(
+        world,
+        "vm-new",
+        {"location": "westeurope", "identity": {"type": "UserAssigned", "userAssignedIdentities": both}},
+    )
+    one = {"type": "UserAssigned", "userAssignedIdentities": {identity_id("id2"): {}}}
+    body, _, created = put(world, "vm-new", {"location": "westeurope", "identity": one})
+    assert not created and user_ids(body) == [identity_id("id2").lower()]
+
+
+def test_a_scale_set_is_created_with_its_sku_and_upgrade_policy(world):
+    body = {"location": "westeurope", "sku": {"name": "Standard_B1s", "capacity": 3}}
+    created = put(world, "ss-new", {**body, "properties": {"upgradePolicy": {"mode": "Automatic"}}}, SCALE_SETS)[0]
+    assert created["sku"] == {"name": "Standard_B1s", "tier": "Standard", "capacity": 3}
+    assert created["properties"]["upgradePolicy"] == {"mode": "Automatic"}
+    assert created["properties"]["provisioningState"] == "Creating"
+
+
+def test_a_failed_create_leaves_the_machine_failed_with_what_was_asked(world):
+    world.put_identity(SUB, RG, "id1", {"location": "westeurope"})
+    identity = {"type": "UserAssigned", "userAssignedIdentities": {identity_id("id1"): {}}}
+    put(world, "vm-new", {"location": "westeurope", "identity": identity}, fails=True)
+    failed = world.get_machine(SUB, VIRTUAL_MACHINES, RG, "vm-new")
+    assert failed["properties"]["provisioningState"] == "Failed"
+    assert user_ids(failed) == [identity_id("id1").lower()]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "if_match", "status", "code"),
+    [
+        ("vm-new", {}, None, 400, "LocationRequired"),
+        ("vm-new", {"location": "mars"}, None, 400, "LocationNotAvailableForResourceType"),
+        ("vm new", {"location": "westeurope"}, None, 400, "InvalidResourceName"),
+        ("vm-", {"location": "westeurope"}, None, 400, "InvalidResourceName"),
+        ("v" * 65, {"location": "westeurope"}, None, 400, "InvalidResourceName"),
+        ("vm-new", {"location": "westeurope", "identity": {"type": "Magic"}}, None, 400, "InvalidParameter"),
+        (
+            "vm-new",
+            {"location": "westeurope", "identity": {"type": "UserAssigned", "userAssignedIdentities": {"/x": {}}}},
+            None,
+            400,
+            "FailedIdentityOperation",
+        ),
+        (
+            "vm-new",
+            {"location": "westeurope", "properties": {"hardwareProfile": {"vmSize": 3}}},
+            None,
+            400,
+            "InvalidParameter",
+        ),
+        ("vm-new", {"location": "westeurope", "tags": {"a": 1}}, None, 400, "InvalidParameter"),
+        ("vm-new", {"location": "westeurope"}, '"1"', 412, "PreconditionFailed"),
+    ],
+)
+def test_a_refused_create_makes_nothing(world, name, body, if_match, status, code):
+    error = error_of(put, world, name, body, VIRTUAL_MACHINES, if_match)
+    assert (error.status, error.code) == (status, code)
+    assert [m["name"] for m in world.list_machines(SUB, VIRTUAL_MACHINES)["value"]] == [seed.VM_NAME]
+    assert world.operations == {}
+
+
+def test_a_scale_set_with_a_bad_capacity_is_refused(world):
+    error = error_of(put, world, "ss-new", {"location": "westeurope", "sku": {"capacity": -1}}, SCALE_SETS)
+    assert (error.status, error.code) == (400, "InvalidParameter")
+    assert [m["name"] for m in world.list_machines(SUB, SCALE_SETS)["value"]] == [seed.VMSS_NAME]
+
+
+def test_a_put_in_a_missing_group_is_refused(world):
+    error = error_of(world.put_machine, SUB, VIRTUAL_MACHINES, "nogroup", "vm-new", {"location": "westeurope"}, None)
+    assert (error.status, error.code) == (404, "ResourceGroupNotFound")

@@ -1,5 +1,5 @@
-"""The emulated Azure Resource Manager (HTTPS), and the HTTP plumbing it shares with the emulated
-Instance Metadata Service: the request log, fault injection and a threaded loopback server.
+"""The emulated Azure Resource Manager (HTTPS): authentication, then routing to the providers
+(provision.emulator.arm.resources, .msi, .compute, .postgresql); the HTTP machinery is provision.emulator.http.
 
 Routes (names and fixed segments are case-insensitive, as in Azure):
   GET                 /metadata/endpoints (no token needed, as in Azure)
@@ -10,9 +10,12 @@ Routes (names and fixed segments are case-insensitive, as in Azure):
   GET                 .../providers/Microsoft.ManagedIdentity/userAssignedIdentities
   GET PUT PATCH DELETE .../providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}
   GET PUT PATCH       .../userAssignedIdentities/{name}/providers/Microsoft.Resources/tags/default
+  GET                 .../userAssignedIdentities/{name}/federatedIdentityCredentials
+  GET PUT DELETE      .../userAssignedIdentities/{name}/federatedIdentityCredentials/{credential}
   GET                 .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}
-  GET PATCH           .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name}
+  GET PUT PATCH       .../providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name} (PUT creates)
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
+  GET                 .../{VM or scale set}/providers/Microsoft.ManagedIdentity/identities/default
   Microsoft.DBforPostgreSQL/flexibleServers: see provision.emulator.arm.postgresql
 Every request is authorized first, as Resource Manager does (provision.emulator.directory).
 Admin routes for tests, no token needed, not recorded: see `ADMIN_HELP`.
@@ -20,34 +23,33 @@ Admin routes for tests, no token needed, not recorded: see `ADMIN_HELP`.
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import socket
-import ssl
-import sys
-import threading
-import time
-import traceback
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import jwt
 
 from provision.emulator import seed
+from provision.emulator.arm import api_versions
+from provision.emulator.arm.compute import MACHINE_KINDS, VIRTUAL_MACHINES
+from provision.emulator.arm.msi import CREDENTIALS_SEGMENT
 from provision.emulator.arm.postgresql import PROVIDER as POSTGRES_PROVIDER
 from provision.emulator.arm.postgresql import FlexibleServers
-from provision.emulator.arm.world import MACHINE_KINDS, VIRTUAL_MACHINES, ArmError, World
+from provision.emulator.arm.world import World
 from provision.emulator.directory import Directory
+from provision.emulator.http import (
+    ArmError,
+    EmulatorServer,
+    Fault,
+    Faults,
+    Reply,
+    Request,
+    RequestLog,
+    Service,
+    json_or_text,
+)
 from provision.emulator.keys import Authority, TokenRejected
-from provision.emulator.recording import Capture, masked, masked_headers
 
-ADMIN_PREFIX = "/_emulator/"
 ADMIN_HELP = {
     "POST /_emulator/reset": "back to the seed world and settings; clears faults",
     "GET /_emulator/faults": "the active faults with the count each has left",
@@ -69,341 +71,7 @@ ADMIN_HELP = {
 # the SDKs for management.azure.com.
 MANAGEMENT_AUDIENCES = ("https://management.core.windows.net/", seed.ARM_AUDIENCE)
 ARM_AUDIENCES = tuple(variant for audience in MANAGEMENT_AUDIENCES for variant in (audience, audience.rstrip("/")))
-COMPUTE_API_VERSION = "2026-04-01"
 TAGS_SEGMENTS = ["providers", "microsoft.resources", "tags", "default"]  # the Tags API below a resource
-
-# -- requests, replies and the log ------------------------------------------------------------------
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: Message
-    body: bytes
-
-    def json(self) -> Any:
-        if not self.body:
-            return None
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            raise ArmError(
-                400, "InvalidRequestContent", "The request content was invalid and could not be deserialized."
-            ) from None
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class RequestLog:
-    """Every request the emulated services answered, in order, as JSON lines in the state directory
-    and in memory; a request's number is its position, so a test can look at what one step sent."""
-
-    def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._entries: list[dict[str, Any]] = []
-        self._file = path.open("w", encoding="utf-8")
-        self.capture = Capture()  # the unredacted counterpart, for tests; off unless switched on
-
-    def record(self, entry: dict[str, Any]) -> None:
-        with self._lock:
-            entry = {"seq": len(self._entries), **entry}
-            self._entries.append(entry)
-            self._file.write(json.dumps(entry) + "\n")
-            self._file.flush()
-
-    def since(self, mark: int) -> tuple[list[dict[str, Any]], int]:
-        with self._lock:
-            return self._entries[mark:], len(self._entries)
-
-    def close(self) -> None:
-        with self._lock:
-            self._file.close()
-
-
-# -- fault injection ----------------------------------------------------------------------------------
-
-FAULT_KINDS = {
-    "latency": "wait `seconds` (default 1) before answering normally",
-    "throttle": "429 TooManyRequests with Retry-After: `retry_after` (default 1)",
-    "server_error": "500 InternalServerError",
-    "updating": "410 Gone: the metadata service is being updated (imds only)",
-    "conflict": "409 with Azure's wording for `code` (default AnotherOperationInProgress; see CONFLICTS)",
-    "operation_failed": "the operation this PATCH starts ends Failed and the earlier identities come back",
-    "drop": "close the connection without an answer (the request is not carried out)",
-    "concurrent_change": "someone else changes the machine first (new etag; attaches `identity` if given;"
-    " `system_assigned` true/false adds or removes its system-assigned identity, changing `type`)",
-    "retry_after": "answer normally, with Retry-After: `retry_after` (default 1)",
-}
-
-
-# 409s by code, worded as Azure words them where a recorded answer was found.
-CONFLICTS = {
-    # No recorded Compute text found: the same wording the emulator gives a PATCH on a busy machine.
-    "Conflict": "The request failed due to conflict with a concurrent request. Retry after the operation on"
-    " this resource has completed.",
-    # A provider's "one write at a time" answer (Microsoft.Network's, which Bicep templates and terraform
-    # configurations retry on).
-    "AnotherOperationInProgress": "Another operation on this or dependent resource is in progress. Retry when"
-    " it has completed.",
-    # Resource Manager's wording, as recorded in terraform and azure-cli output (resource provider
-    # registration, container apps).
-    "ConflictingConcurrentWriteNotAllowed": "The operation was interrupted by a conflicting concurrent write on"
-    " the same entity. Please retry later.",
-    # Compute's final 409, as recorded in azure-cli and terraform output ("Operation 'startTenantUpdate'
-    # is not allowed on VM '...' since the VM is marked for deletion. ...").
-    "OperationNotAllowed": "Operation 'PATCH' is not allowed on VM since the VM is marked for deletion. You can"
-    " only retry the Delete operation (or wait for an ongoing one to complete).",
-}
-
-
-@dataclass
-class Fault:
-    kind: str
-    service: str = "arm"  # or "imds"
-    method: str = "*"
-    path: str = "*"  # shell-style pattern on the URL path, case-insensitive
-    count: int | None = 1  # how many matching requests it hits; None: until cleared
-    seconds: float = 1.0
-    retry_after: int = 1
-    identity: str | None = None
-    system_assigned: bool | None = None
-    code: str = "AnotherOperationInProgress"
-    id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
-
-    def matches(self, service: str, method: str, path: str) -> bool:
-        return (
-            self.service == service
-            and self.method in ("*", method.upper())
-            and fnmatch.fnmatchcase(path.lower(), self.path.lower())
-        )
-
-
-class Faults:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[Fault] = []
-
-    def add(self, spec: Any) -> Fault:
-        if not isinstance(spec, dict) or spec.get("kind") not in FAULT_KINDS:
-            raise ArmError(400, "InvalidFault", f"a fault needs a kind, one of: {', '.join(FAULT_KINDS)}")
-        known = set(Fault.__dataclass_fields__) - {"id"}
-        if not set(spec) <= known:
-            raise ArmError(400, "InvalidFault", f"unknown fault fields: {', '.join(sorted(set(spec) - known))}")
-        try:
-            fault = Fault(**spec)
-            fault.method = str(fault.method).upper()
-            fault.count = None if fault.count is None else int(fault.count)
-            fault.seconds, fault.retry_after = float(fault.seconds), int(fault.retry_after)
-            valid = (
-                fault.service in ("arm", "imds")
-                and (fault.kind != "updating" or fault.service == "imds")
-                and (fault.count is None or fault.count > 0)
-                and fault.seconds >= 0
-                and fault.code in CONFLICTS
-                and fault.system_assigned in (None, True, False)
-            )
-        except (TypeError, ValueError):
-            valid = False
-        if not valid:
-            raise ArmError(400, "InvalidFault", f"invalid fault: {spec}")
-        with self._lock:
-            self._faults.append(fault)
-        return fault
-
-    def take(self, service: str, method: str, path: str) -> Fault | None:
-        """The first fault that matches this request, counted as used."""
-        with self._lock:
-            for fault in self._faults:
-                if fault.matches(service, method, path):
-                    if fault.count is not None:
-                        fault.count -= 1
-                        if fault.count == 0:
-                            self._faults.remove(fault)
-                    return fault
-            return None
-
-    def list(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [asdict(f) for f in self._faults]
-
-    def clear(self) -> int:
-        with self._lock:
-            cleared = len(self._faults)
-            self._faults.clear()
-            return cleared
-
-
-def _fault_reply(fault: Fault) -> Reply | None:
-    """The answer a fault gives instead of the service's, if it gives one."""
-    if fault.kind == "throttle":
-        error = ArmError(429, "TooManyRequests", "The request is being throttled. Retry after the given time.")
-        return Reply(429, error.body(), {"Retry-After": str(fault.retry_after)})
-    if fault.kind == "server_error":
-        error = ArmError(500, "InternalServerError", "Encountered internal server error. Please try again.")
-        return Reply(500, error.body())
-    if fault.kind == "conflict":
-        return Reply(409, ArmError(409, fault.code, CONFLICTS[fault.code]).body())
-    return None
-
-
-# -- the server -----------------------------------------------------------------------------------
-
-
-class Service:
-    """What one emulated endpoint answers."""
-
-    name = ""
-
-    def handle(self, request: Request, fault: Fault | None) -> Reply:
-        raise NotImplementedError
-
-    def admin(self, request: Request) -> Reply | None:
-        """An answer to an admin request, or None when this service has no admin routes."""
-        return None
-
-    def fault_reply(self, fault: Fault) -> Reply | None:
-        """The answer a fault gives instead of this service's, if it gives one, in this service's shape."""
-        return _fault_reply(fault)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 60  # an idle keep-alive connection is closed after this
-    server: EmulatorServer
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    do_PUT = do_PATCH = do_DELETE = do_POST = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: the request log records every request."""
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        url = urlsplit(self.path)
-        request = Request(self.command, unquote(url.path), dict(parse_qsl(url.query)), self.headers, body)
-        service = self.server.service
-        if request.path.startswith(ADMIN_PREFIX):
-            reply = _guarded(service.admin, request) or Reply(404, {"error": "no admin routes here"})
-            self._send(reply)
-            return
-        self.server.log.capture.record(
-            {
-                "service": service.name,
-                "method": request.method,
-                "target": self.path,
-                "headers": list(self.headers.items()),
-                "body": body.decode("latin-1"),
-            }
-        )
-        fault = self.server.faults.take(service.name, request.method, request.path)
-        entry: dict[str, Any] = {
-            "time": round(time.time(), 3),
-            "service": service.name,
-            "method": request.method,
-            "path": request.path,
-            "query": masked(request.query),
-            "headers": masked_headers(request.headers),
-            "body": masked(_json_or_text(body)),
-            "fault": fault.kind if fault else None,
-        }
-        if fault and fault.kind == "latency":
-            time.sleep(fault.seconds)
-        if fault and fault.kind == "drop":
-            self.server.log.record({**entry, "status": None})
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
-            return
-        reply = (fault and service.fault_reply(fault)) or _guarded(service.handle, request, fault)
-        if fault and fault.kind == "retry_after":
-            reply.headers["Retry-After"] = str(fault.retry_after)
-        self.server.log.record({**entry, "status": reply.status})
-        self._send(reply)
-
-    def _send(self, reply: Reply) -> None:
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if reply.body is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
-def _guarded(method: Callable[..., Any], *args: Any) -> Any:
-    """The service's answer; an unexpected exception becomes a 500 with a JSON body and a traceback on stderr."""
-    try:
-        return method(*args)
-    except Exception:
-        traceback.print_exc(file=sys.stderr)
-        return Reply(500, ArmError(500, "InternalServerError", "The emulator failed on this request.").body())
-
-
-def _json_or_text(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")
-
-
-class EmulatorServer(ThreadingHTTPServer):
-    """A threaded server on one loopback address; TLS, when given, is negotiated in the connection's thread
-    so that a slow client cannot hold up the others."""
-
-    daemon_threads = True
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        service: Service,
-        faults: Faults,
-        log: RequestLog,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self.address_family = socket.AF_INET6 if ":" in seed.loopback(host) else socket.AF_INET
-        self.service, self.faults, self.log, self.tls = service, faults, log, tls
-        super().__init__((host, port), _Handler)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.tls is None:
-            super().finish_request(request, client_address)
-            return
-        try:
-            secured = self.tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        try:
-            super().finish_request(secured, client_address)
-        finally:
-            secured.close()
-
-    def start(self) -> None:
-        threading.Thread(target=self.serve_forever, name=f"{self.service.name}-server", daemon=True).start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-# -- Resource Manager ---------------------------------------------------------------------------------
 
 
 class ArmService(Service):
@@ -422,13 +90,14 @@ class ArmService(Service):
             return Reply(200, _cloud_metadata(f"https://{request.headers.get('Host')}"), headers)
         try:
             caller = self._authenticate(request)
-            self.directory.authorize(caller, request.method, request.path, _json_or_text(request.body))
+            self.directory.authorize(caller, request.method, request.path, json_or_text(request.body))
             if "api-version" not in request.query:
                 raise ArmError(
                     400,
                     "MissingApiVersionParameter",
                     "The api-version query parameter (?api-version=) is required for all requests.",
                 )
+            api_versions.check(request.path, request.query["api-version"], _location(request))
             reply = self._route(request, fault)
         except ArmError as error:
             reply = Reply(error.status, error.body())
@@ -514,6 +183,23 @@ class ArmService(Service):
             if method != "GET":
                 raise _method_not_allowed(request)
             return Reply(200, self.world.machine_instance_view(sub, rg, rest[3]))
+        if (
+            len(rest) == 8
+            and rest_lower[:2] == ["providers", "microsoft.compute"]
+            and rest_lower[4:]
+            == [
+                "providers",
+                "microsoft.managedidentity",
+                "identities",
+                "default",
+            ]
+        ):
+            kind = next((k for k in MACHINE_KINDS if k.lower() == rest_lower[2]), None)
+            if kind is None:
+                raise _no_route(request)
+            if method != "GET":
+                raise _method_not_allowed(request)
+            return Reply(200, self.world.system_assigned_identity(sub, kind, rg, rest[3]))
         if len(rest) in (3, 4) and rest_lower[:2] == ["providers", "microsoft.compute"]:
             kind = next((k for k in MACHINE_KINDS if k.lower() == rest_lower[2]), None)
             if kind is not None and len(rest) == 3 and method == "GET":
@@ -560,6 +246,8 @@ class ArmService(Service):
                     body = {"operation": "Replace", "properties": body.get("properties")}
                 return Reply(200, self.world.identity_tags(sub, rg, names[0], body))
             raise _method_not_allowed(request)
+        if len(names) in (2, 3) and names[1].lower() == CREDENTIALS_SEGMENT:
+            return self._credentials(request, sub, rg, names[0], names[2:])
         if len(names) != 1:
             raise _no_route(request)
         name = names[0]
@@ -574,6 +262,21 @@ class ArmService(Service):
             return Reply(200 if self.world.delete_identity(sub, rg, name) else 204)
         raise _method_not_allowed(request)
 
+    def _credentials(self, request: Request, sub: str, rg: str, identity: str, names: list[str]) -> Reply:
+        method = request.method
+        if not names:
+            if method != "GET":
+                raise _method_not_allowed(request)
+            return Reply(200, self.world.list_credentials(sub, rg, identity))
+        if method == "GET":
+            return Reply(200, self.world.get_credential(sub, rg, identity, names[0]))
+        if method == "PUT":
+            body, created = self.world.put_credential(sub, rg, identity, names[0], _object(request))
+            return Reply(201 if created else 200, body)
+        if method == "DELETE":
+            return Reply(200 if self.world.delete_credential(sub, rg, identity, names[0]) else 204)
+        raise _method_not_allowed(request)
+
     def _machine(self, request: Request, sub: str, rg: str, kind: str, name: str, fault: Fault | None) -> Reply:
         if fault and fault.kind == "concurrent_change":
             self.world.change_concurrently(sub, kind, rg, name, fault.identity, fault.system_assigned)
@@ -584,15 +287,20 @@ class ArmService(Service):
         if request.method not in ("PATCH", "PUT"):
             raise _method_not_allowed(request)
         fails = bool(fault and fault.kind == "operation_failed")
-        write = self.world.update_machine if request.method == "PATCH" else self.world.replace_machine
-        body, operation_id = write(sub, kind, rg, name, _object(request), request.headers.get("If-Match"), fails)
+        if_match, body = request.headers.get("If-Match"), _object(request)
+        if request.method == "PATCH":
+            answer, operation_id = self.world.update_machine(sub, kind, rg, name, body, if_match, fails)
+            created = False
+        else:
+            answer, operation_id, created = self.world.put_machine(sub, kind, rg, name, body, if_match, fails)
         base = f"https://{request.headers.get('Host')}"
         status_url = (
-            f"{base}/subscriptions/{seed.SUBSCRIPTION_ID}/providers/Microsoft.Compute/locations/{body['location']}"
-            f"/operations/{operation_id}?api-version={request.query.get('api-version', COMPUTE_API_VERSION)}"
+            f"{base}/subscriptions/{seed.SUBSCRIPTION_ID}/providers/Microsoft.Compute/locations/{answer['location']}"
+            f"/operations/{operation_id}?api-version={request.query['api-version']}"
         )
         # Like real Compute: the status URL, and no Retry-After.
-        return Reply(200, body, {"Azure-AsyncOperation": status_url, "Azure-AsyncNotification": "Enabled"})
+        headers = {"Azure-AsyncOperation": status_url, "Azure-AsyncNotification": "Enabled"}
+        return Reply(201 if created else 200, answer, headers)
 
     # -- admin ----------------------------------------------------------------------------------------
 
@@ -674,6 +382,13 @@ def _settings(body: Any) -> dict[str, Any]:
         if settings["token_lifetime"] <= 0:
             raise ValueError("token_lifetime must be > 0")
     return settings
+
+
+def _location(request: Request) -> str:
+    """The region a request is routed to: a PUT's location, else the one region every emulated group is in."""
+    body = json_or_text(request.body) if request.method == "PUT" else None
+    location = body.get("location") if isinstance(body, dict) else None
+    return location.replace(" ", "").lower() if isinstance(location, str) and location else seed.LOCATION
 
 
 def _object(request: Request) -> dict[str, Any]:
