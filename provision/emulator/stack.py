@@ -25,6 +25,7 @@ from provision.emulator import imds, seed
 from provision.emulator.arm import service as arm
 from provision.emulator.arm.postgresql import FlexibleServers
 from provision.emulator.arm.world import World
+from provision.emulator.entra import Entra
 from provision.emulator.errors import EmulatorError, InvalidSetting
 from provision.emulator.keys import Authority
 from provision.emulator.postgres import cluster, databases
@@ -140,7 +141,9 @@ def _start_services(
     faults = arm.Faults()
     url_host = f"[{host}]" if ":" in host else host
     flexible = FlexibleServers(world, names.flexible, str(installation.major))
-    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log, flexible)
+    entra = Entra(world)
+    world.on_reset(entra.reset)
+    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log, flexible, entra)
     stack.closers.append(arm_server.stop)
     imds_server = imds.serve(host, _port(port_base, 1), authority, world, faults, log)
     stack.closers.append(imds_server.stop)
@@ -156,7 +159,7 @@ def _start_services(
     servers = databases.start(
         directory,
         authority,
-        world,
+        entra,
         host=host,
         single_port=_port(port_base, 2),
         flexible_port=_port(port_base, 3),
