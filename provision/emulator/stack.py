@@ -115,12 +115,15 @@ def _az_exports(directory: Path) -> dict[str, str]:
     user's az login is neither used nor changed), no telemetry, no survey prompts, errors only. azure-cli reads any
     `core` setting from AZURE_CORE_<NAME> (learn.microsoft.com/cli/azure/azure-cli-configuration). Then
     `az cloud register -n ProvisionEmulator --endpoint-resource-manager "$PROVISION_ARM_ENDPOINT"`,
-    `az cloud set -n ProvisionEmulator` and `az login --identity` sign it in (README)."""
+    `az cloud set -n ProvisionEmulator` and `az login --identity` sign it in (README). `az login --service-principal`
+    against the emulated Entra needs MSAL's instance discovery off, as on Azure Stack Hub (azure-cli's
+    core.instance_discovery, _profile.py)."""
     return {
         "AZURE_CONFIG_DIR": str(directory / "az"),
         "AZURE_CORE_COLLECT_TELEMETRY": "false",
         "AZURE_CORE_SURVEY_MESSAGE": "false",
         "AZURE_CORE_ONLY_SHOW_ERRORS": "true",
+        "AZURE_CORE_INSTANCE_DISCOVERY": "false",
     }
 
 

@@ -1,12 +1,15 @@
 """The CI pipeline's service principal: it signs in to the emulated Entra with its client secret (azure-identity's
 ClientSecretCredential and, through the tool's DefaultAzureCredential, EnvironmentCredential), and the real CLI
-works as it within its role assignment (Contributor of the resource group), and no further."""
+works as it within its role assignment (Contributor of the resource group), and no further; so does the real
+Azure CLI (`az login --service-principal`)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import pytest
 from helpers import machine_identities, writes
 
 from provision.emulator import seed
+from provision.emulator.stack import AZ_CLOUD_NAME
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +133,44 @@ def test_the_cli_with_a_wrong_secret_fails_with_entras_answer_and_never_prints_t
     assert wrong not in result.stdout + result.stderr
     sent = [r for r in fresh_emulator.requests(since=mark) if r["service"] == "login"]
     assert sent and all(wrong not in json.dumps(r) for r in sent)  # the request log masks it
+
+
+AZ = Path(__file__).resolve().parents[2] / ".cache" / "venv-az" / "bin" / "az"
+
+
+def test_az_login_as_the_service_principal_and_azs_answers_within_its_role(fresh_emulator: Any, tmp_path: Path) -> None:
+    if not AZ.exists():
+        pytest.skip(f"the Azure CLI is not installed in {AZ.parent.parent} (`make az`, which `make test` runs)")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AZURE_")},
+        **fresh_emulator.env,
+        "AZURE_CONFIG_DIR": str(tmp_path / "az"),
+    }
+
+    def az(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(AZ), *args], env=env, capture_output=True, text=True, timeout=300)
+
+    endpoints = ["--endpoint-resource-manager", env["PROVISION_ARM_ENDPOINT"]]
+    assert az("cloud", "register", "-n", AZ_CLOUD_NAME, *endpoints, "--endpoint-active-directory",
+              env["PROVISION_AUTHORITY_HOST"]).returncode == 0  # fmt: skip
+    assert az("cloud", "set", "-n", AZ_CLOUD_NAME).returncode == 0
+    secret_file, wrong_file = tmp_path / "secret", tmp_path / "wrong"
+    secret_file.write_text(ci_secret(fresh_emulator))
+    wrong_file.write_text("not-the-secret")
+    login = ["login", "--service-principal", "-u", env["PROVISION_CI_CLIENT_ID"]]
+    login += ["--tenant", env["PROVISION_TENANT_ID"]]
+
+    refused = az(*login, "-p", f"@{wrong_file}")
+    assert refused.returncode == 1 and "AADSTS7000215" in refused.stderr
+
+    signed_in = az(*login, "-p", f"@{secret_file}", "-o", "json")
+    assert signed_in.returncode == 0, signed_in.stderr
+    [account] = json.loads(signed_in.stdout)
+    assert account["user"] == {"name": seed.CI_CLIENT_ID, "type": "servicePrincipal"}
+    created = az("identity", "create", "-g", seed.RESOURCE_GROUP, "-n", "idAzPipeline", "-o", "json")
+    assert created.returncode == 0, created.stderr
+
+    fresh_emulator.revoke(seed.CI_PRINCIPAL_ID, "Contributor", GROUP)
+    denied = az("identity", "create", "-g", seed.RESOURCE_GROUP, "-n", "idAzLater")
+    assert denied.returncode == 1 and "AuthorizationFailed" in denied.stderr
+    assert ci_secret(fresh_emulator) not in signed_in.stdout + signed_in.stderr + denied.stderr
