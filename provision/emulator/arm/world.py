@@ -591,14 +591,6 @@ class World:
             self.check_scope(subscription, resource_group)
             return self.identities.pop((resource_group.lower(), name.lower()), None) is not None
 
-    def find_identity_by_name(self, name: str) -> ManagedIdentity | None:
-        """A user-assigned identity of that name in any resource group."""
-        with self._lock:
-            for identity in self.identities.values():
-                if identity.name.lower() == name.lower():
-                    return identity.managed_identity()
-            return None
-
     def identity_by_client_id(self, client_id: str) -> ManagedIdentity | None:
         """A user-assigned identity, or a machine's system-assigned one, with that client (app) id."""
         with self._lock:
