@@ -6,7 +6,9 @@ flow. A token is a secret: it is returned to the caller, never logged."""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from provision.errors import CredentialError
 
@@ -21,6 +23,23 @@ SIGN_IN_HINT = (
 )
 
 
+# Microsoft's Entra authority hosts (azure.identity.AzureAuthorityHosts). MSAL checks any other authority with
+# login.microsoftonline.com's instance discovery, which an authority of the user's own (an Azure Stack Hub's, the
+# local Azure stack's) fails, and offline cannot reach; azure-identity's remedy is disable_instance_discovery.
+MICROSOFT_AUTHORITY_HOSTS = frozenset(
+    {"login.microsoftonline.com", "login.chinacloudapi.cn", "login.microsoftonline.us"}
+)
+
+
+def validates_authority(authority_host: str | None) -> bool:
+    """Whether MSAL should check the authority (AZURE_AUTHORITY_HOST) against Microsoft's instance discovery:
+    for Microsoft's own hosts and the default. Another host is the user's explicit choice, trusted as given."""
+    if not authority_host:
+        return True
+    host = urlsplit(authority_host if "://" in authority_host else f"https://{authority_host}").hostname or ""
+    return host.lower() in MICROSOFT_AUTHORITY_HOSTS
+
+
 def default_credential(managed_identity_client_id: str | None = None) -> DefaultAzureCredential:
     from azure.identity import DefaultAzureCredential
 
@@ -29,6 +48,7 @@ def default_credential(managed_identity_client_id: str | None = None) -> Default
         exclude_visual_studio_code_credential=True,
         exclude_shared_token_cache_credential=True,
         managed_identity_client_id=managed_identity_client_id,
+        disable_instance_discovery=not validates_authority(os.environ.get("AZURE_AUTHORITY_HOST")),
     )
 
 

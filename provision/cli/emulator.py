@@ -22,10 +22,10 @@ def emulator() -> None:
 )
 @click.option(
     "--port-base",
-    type=click.IntRange(0, 65532),
+    type=click.IntRange(0, 65531),
     default=0,
     show_default=True,
-    help="0: free ports. N: Resource Manager N, IMDS N+1, Single Server N+2, Flexible Server N+3.",
+    help="0: free ports. N: Resource Manager N, IMDS N+1, Single Server N+2, Flexible Server N+3, Entra sign-in N+4.",
 )
 @click.option(
     "--operation-seconds",

@@ -158,9 +158,17 @@ class Directory:
         self.reset()
 
     def reset(self) -> None:
-        """Back to the seed's only assignment: the operator is Owner of the subscription."""
+        """Back to the seed's assignments: the operator is Owner of the subscription; the CI pipeline's service
+        principal is Contributor of the resource group it deploys to, as Microsoft Learn's pipeline module grants
+        one (training/modules/authenticate-azure-deployment-pipeline-service-principals, "Grant a service principal
+        access to Azure"), which lets it assign the identities there too."""
         with self._lock:
-            self._assignments = [RoleAssignment(seed.OPERATOR_PRINCIPAL_ID, "Owner", SUBSCRIPTION_SCOPE)]
+            self._assignments = [
+                RoleAssignment(seed.OPERATOR_PRINCIPAL_ID, "Owner", SUBSCRIPTION_SCOPE),
+                RoleAssignment(
+                    seed.CI_PRINCIPAL_ID, "Contributor", f"{SUBSCRIPTION_SCOPE}/resourceGroups/{seed.RESOURCE_GROUP}"
+                ),
+            ]
 
     def assignments(self) -> list[dict[str, str]]:
         with self._lock:

@@ -118,9 +118,9 @@ class Authority:
     # -- access tokens -------------------------------------------------------------------------
 
     def mint_token(self, audience: str, identity: dict[str, str], lifetime: int, **extra: Any) -> tuple[str, int]:
-        """An RS256 access token shaped like Entra's for a managed identity.
+        """An RS256 access token shaped like Entra's for a service principal.
 
-        `identity` carries `client_id`, `principal_id` and `resource_id` (xms_mirid).
+        `identity` carries `client_id` and `principal_id`, and for a managed identity `resource_id` (xms_mirid).
         Returns the token and its expiry (epoch seconds)."""
         now = int(time.time())
         claims: dict[str, Any] = {
@@ -135,10 +135,11 @@ class Authority:
             "idtyp": "app",
             "oid": identity["principal_id"],
             "sub": identity["principal_id"],
-            "xms_mirid": identity["resource_id"],
             "uti": uuid.uuid4().hex,
             "ver": "1.0",
         }
+        if identity.get("resource_id"):
+            claims["xms_mirid"] = identity["resource_id"]
         claims.update(extra)
         token = jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": KEY_ID})
         return token, claims["exp"]

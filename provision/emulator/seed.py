@@ -33,6 +33,17 @@ VMSS_NAME = "myScaleSet"
 OPERATOR_CLIENT_ID = "5c3a7f0e-2b8d-4e61-9a1f-0d4c6e8b2a17"
 OPERATOR_PRINCIPAL_ID = "9e1b4d27-6c3f-4a85-b0d2-7f5e1c9a3b64"
 
+# Entra objects of the tenant besides the managed identities' service principals: a user (the name Azure's
+# docs create a role for: pgaadauth_create_principal('mary@contoso.com', false, false)), a group, and the
+# service principal a CI pipeline signs in as with a client secret.
+USER_NAME = "mary@contoso.com"
+USER_PRINCIPAL_ID = "3f6d2a91-7b4e-4c08-a5d1-8e2b9c7f0a43"
+GROUP_NAME = "pg-admins"
+GROUP_PRINCIPAL_ID = "b71c5e08-2d9a-4f36-8c4b-1a0e7d3f9b25"
+CI_NAME = "provision-ci"
+CI_CLIENT_ID = "6a0d8c3e-4f1b-4e97-b2a5-0c9e7d1f3b58"
+CI_PRINCIPAL_ID = "d24e9b70-5a3c-4b18-9f6e-7c1a0b8d2e94"
+
 # A user-assigned identity that myVM already has before the walkthrough starts.
 EXISTING_IDENTITY_NAME = "existingIdentity"
 

@@ -2,7 +2,7 @@
 the database part is present, the emulated Azure Database for PostgreSQL servers.
 
 Ports: with port_base 0 every service takes a free port; otherwise Resource Manager = N, IMDS = N+1,
-Single Server = N+2, Flexible Server = N+3. Everything listens on loopback only.
+Single Server = N+2, Flexible Server = N+3, Entra's sign-in endpoints = N+4. Everything listens on loopback only.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provision.emulator import http, imds, seed
+from provision.emulator import http, imds, login, seed
 from provision.emulator.arm import service as arm
 from provision.emulator.arm.postgresql import FlexibleServers
 from provision.emulator.arm.world import World
+from provision.emulator.entra import Entra
 from provision.emulator.errors import EmulatorError, InvalidSetting
 from provision.emulator.keys import Authority
 from provision.emulator.postgres import cluster, databases
@@ -39,9 +40,17 @@ class Stack:
     exports: dict[str, str]
     world: World
     closers: list[Callable[[], Any]] = field(default_factory=list)
+    # Exports that carry a secret: written to env.sh (readable by its owner only), never printed.
+    secret_exports: dict[str, str] = field(default_factory=dict)
 
     def export_lines(self) -> list[str]:
-        return [f"export {name}={shlex.quote(value)}" for name, value in self.exports.items()]
+        return _export_lines(self.exports)
+
+    def write_env_sh(self) -> None:
+        descriptor = os.open(self.directory / "env.sh", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # also when an earlier stack left a readable one
+        with os.fdopen(descriptor, "w") as env_sh:
+            env_sh.write("".join(line + "\n" for line in self.export_lines() + _export_lines(self.secret_exports)))
 
     def close(self) -> None:
         """Stop every service, newest first; each one is stopped even if another fails."""
@@ -69,8 +78,8 @@ def start(
     vm-1..vm-N, join the seed world. Without `flexible_entra` the Flexible server starts as Azure creates
     one by default: password authentication only, no Entra admin."""
     seed.loopback(host)
-    if port_base and not 1 <= port_base <= 65532:
-        raise InvalidSetting(f"--port-base {port_base}: expected 0 (free ports) or 1-65532")
+    if port_base and not 1 <= port_base <= 65531:
+        raise InvalidSetting(f"--port-base {port_base}: expected 0 (free ports) or 1-65531")
     seed.server_name("--single-name", names.single)
     seed.server_name("--flexible-name", names.flexible)
     if names.single == names.flexible:
@@ -92,8 +101,12 @@ def start(
         if isinstance(error, OSError):
             raise EmulatorError(f"the local Azure stack could not start: {error}") from error
         raise
-    (directory / "env.sh").write_text("".join(line + "\n" for line in stack.export_lines()))
+    stack.write_env_sh()
     return stack
+
+
+def _export_lines(exports: dict[str, str]) -> list[str]:
+    return [f"export {name}={shlex.quote(value)}" for name, value in exports.items()]
 
 
 AZ_CLOUD_NAME = "ProvisionEmulator"
@@ -104,12 +117,15 @@ def _az_exports(directory: Path) -> dict[str, str]:
     user's az login is neither used nor changed), no telemetry, no survey prompts, errors only. azure-cli reads any
     `core` setting from AZURE_CORE_<NAME> (learn.microsoft.com/cli/azure/azure-cli-configuration). Then
     `az cloud register -n ProvisionEmulator --endpoint-resource-manager "$PROVISION_ARM_ENDPOINT"`,
-    `az cloud set -n ProvisionEmulator` and `az login --identity` sign it in (README)."""
+    `az cloud set -n ProvisionEmulator` and `az login --identity` sign it in (README). `az login --service-principal`
+    against the emulated Entra needs MSAL's instance discovery off, as on Azure Stack Hub (azure-cli's
+    core.instance_discovery, _profile.py)."""
     return {
         "AZURE_CONFIG_DIR": str(directory / "az"),
         "AZURE_CORE_COLLECT_TELEMETRY": "false",
         "AZURE_CORE_SURVEY_MESSAGE": "false",
         "AZURE_CORE_ONLY_SHOW_ERRORS": "true",
+        "AZURE_CORE_INSTANCE_DISCOVERY": "false",
     }
 
 
@@ -147,10 +163,15 @@ def _start_services(
     faults = http.Faults()
     url_host = f"[{host}]" if ":" in host else host
     flexible = FlexibleServers(world, names.flexible, str(installation.major), flexible_entra)
-    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log, flexible)
+    entra = Entra(world)
+    world.on_reset(entra.reset)
+    arm_server = arm.serve(host, _port(port_base, 0), authority, world, faults, log, flexible, entra)
     stack.closers.append(arm_server.stop)
     imds_server = imds.serve(host, _port(port_base, 1), authority, world, faults, log)
     stack.closers.append(imds_server.stop)
+    sign_in = login.LoginService(authority, world)
+    login_server = login.serve(host, _port(port_base, 4), authority, sign_in, faults, log)
+    stack.closers.append(login_server.stop)
     stack.exports.update(
         PROVISION_ARM_ENDPOINT=f"https://{url_host}:{arm_server.port}",
         AZURE_SUBSCRIPTION_ID=seed.SUBSCRIPTION_ID,
@@ -158,12 +179,18 @@ def _start_services(
         AZURE_POD_IDENTITY_AUTHORITY_HOST=f"http://{url_host}:{imds_server.port}",
         PGSSLROOTCERT=str(authority.ca_path),
         PROVISION_EMULATOR_DIR=str(directory),
+        # The CI pipeline's service principal: a pipeline sets AZURE_CLIENT_ID, AZURE_TENANT_ID and
+        # AZURE_AUTHORITY_HOST from these, and AZURE_CLIENT_SECRET from PROVISION_CI_CLIENT_SECRET (env.sh only).
+        PROVISION_CI_CLIENT_ID=seed.CI_CLIENT_ID,
+        PROVISION_TENANT_ID=seed.TENANT_ID,
+        PROVISION_AUTHORITY_HOST=f"https://{url_host}:{login_server.port}",
         **_az_exports(directory),
     )
+    stack.secret_exports["PROVISION_CI_CLIENT_SECRET"] = sign_in.ci_secret
     servers = databases.start(
         directory,
         authority,
-        world,
+        entra,
         host=host,
         single_port=_port(port_base, 2),
         flexible_port=_port(port_base, 3),

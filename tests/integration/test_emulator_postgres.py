@@ -24,6 +24,7 @@ import pytest
 
 from provision.emulator import seed
 from provision.emulator.arm.world import ManagedIdentity
+from provision.emulator.entra import Entra
 from provision.emulator.keys import Authority
 from provision.emulator.postgres import cluster, databases
 from provision.emulator.postgres.cluster import Clusters
@@ -41,31 +42,34 @@ OPERATOR = {
 }
 
 
+# Every managed identity the tests make, as Resource Manager would hold it: Entra has a service principal for each.
+MADE = [ManagedIdentity(seed.VM_NAME, seed.OPERATOR_CLIENT_ID, seed.OPERATOR_PRINCIPAL_ID, OPERATOR["resource_id"])]
+
+
 def new_identity(name: str) -> ManagedIdentity:
-    return ManagedIdentity(
+    identity = ManagedIdentity(
         name,
         str(uuid.uuid4()),
         str(uuid.uuid4()),
         f"/subscriptions/{seed.SUBSCRIPTION_ID}/resourcegroups/{seed.RESOURCE_GROUP}"
         f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
     )
+    MADE.append(identity)
+    return identity
 
 
-class DirectoryStandIn:
-    """The one thing the database servers ask Resource Manager: an identity by name."""
+class ResourceManagerStandIn:
+    """What Entra asks Resource Manager: its managed identities."""
 
-    def __init__(self) -> None:
-        self.identities: dict[str, ManagedIdentity] = {}
-
-    def find_identity_by_name(self, name: str) -> ManagedIdentity | None:
-        return self.identities.get(name.lower())
+    def managed_identities(self) -> list[ManagedIdentity]:
+        return list(MADE)
 
 
 @dataclass
 class Servers:
     databases: databases.Databases
     authority: Authority
-    world: DirectoryStandIn
+    entra: Entra
     env: dict[str, str]
 
     def token(self, identity: dict[str, str] | ManagedIdentity = OPERATOR, **extra: Any) -> str:
@@ -134,12 +138,12 @@ class Servers:
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     state = tmp_path_factory.mktemp("databases")
     authority = Authority.load_or_create(state)
-    world = DirectoryStandIn()
+    entra = Entra(ResourceManagerStandIn())
     running = databases.start(
-        state, authority, world, "127.0.0.1", 0, 0, cluster.find_installation(), databases.DEFAULT_NAMES
+        state, authority, entra, "127.0.0.1", 0, 0, cluster.find_installation(), databases.DEFAULT_NAMES
     )
     try:
-        yield Servers(running, authority, world, running.exports())
+        yield Servers(running, authority, entra, running.exports())
     finally:
         running.close()
 
@@ -147,7 +151,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 @pytest.fixture
 def fresh(servers: Servers) -> Iterator[Servers]:
     servers.databases.reset()
-    servers.world.identities.clear()
+    servers.entra.reset()
+    del MADE[1:]
     yield servers
 
 
@@ -352,7 +357,7 @@ def test_single_user_must_name_the_server(fresh: Servers, user: str) -> None:
 
 def test_flexible_object_id_mismatch_is_refused(fresh: Servers) -> None:
     app = new_identity("app-oid")
-    fresh.flexible_role("app_oid", str(uuid.uuid4()))
+    fresh.flexible_role("app_oid", new_identity("app-other").principal_id)
     assert_refused(
         fresh.psql("flexible", "app_oid", fresh.token(app), "SELECT 1"),
         "FATAL:  Service Principal oid mismatch for role[app_oid].",
@@ -360,9 +365,10 @@ def test_flexible_object_id_mismatch_is_refused(fresh: Servers) -> None:
 
 
 def test_flexible_user_role_refuses_a_service_principals_token(fresh: Servers) -> None:
-    app = new_identity("app-as-user")
+    # A role for an Entra user, and an app-only token that carries the user's object id.
     with fresh.admin("flexible") as conn:
-        conn.execute(CREATE_WITH_OID, ["app_as_user", app.principal_id, "user", False])
+        conn.execute(CREATE_WITH_OID, ["app_as_user", seed.USER_PRINCIPAL_ID, "user", False])
+    app = {"client_id": str(uuid.uuid4()), "principal_id": seed.USER_PRINCIPAL_ID, "resource_id": ""}
     assert_refused(
         fresh.psql("flexible", "app_as_user", fresh.token(app), "SELECT 1"),
         "FATAL:  Service Principals cannot generate AAD_AUTH_TOKENTYPE_APP_USER tokens for role[app_as_user]",
@@ -576,14 +582,16 @@ def test_create_principal_with_oid_and_list(fresh: Servers) -> None:
         assert admins == [("aadadmin",)]
 
 
-def test_create_principal_by_name_asks_resource_manager(fresh: Servers) -> None:
+def test_create_principal_by_name_asks_the_directory(fresh: Servers) -> None:
     app = new_identity("myIdentity")
-    fresh.world.identities["myidentity"] = app
     with fresh.admin("flexible") as conn:
         assert conn.execute("SELECT pgaadauth_create_principal('myIdentity', false, false)").fetchone() == (
             'Created role for "myIdentity"',
         )
-        with pytest.raises(psycopg.errors.UndefinedObject, match="could not find a Microsoft Entra principal"):
+        with pytest.raises(
+            psycopg.errors.InternalError_,
+            match="Could not validate AAD user noSuchIdentity because its name is not found in the tenant",
+        ):
             conn.execute("SELECT pgaadauth_create_principal('noSuchIdentity', false, false)")
     with fresh.connect("flexible", "myIdentity", fresh.token(app)) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("myIdentity",)

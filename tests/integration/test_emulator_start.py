@@ -18,10 +18,10 @@ START = [sys.executable, "-m", "provision", "emulator", "start"]
 
 
 def free_port_base() -> int:
-    """A port N with N..N+3 free right now."""
+    """A port N with N..N+4 free right now."""
     for _ in range(50):
         base = random.randrange(20000, 60000)
-        probes = [socket.socket() for _ in range(4)]
+        probes = [socket.socket() for _ in range(5)]
         try:
             for offset, probe in enumerate(probes):
                 probe.bind(("127.0.0.1", base + offset))
@@ -31,7 +31,7 @@ def free_port_base() -> int:
         finally:
             for probe in probes:
                 probe.close()
-    raise AssertionError("no four free ports in a row")
+    raise AssertionError("no five free ports in a row")
 
 
 def test_start_prints_exports_writes_env_sh_and_stops_on_sigterm():
@@ -48,11 +48,15 @@ def test_start_prints_exports_writes_env_sh_and_stops_on_sigterm():
             lines.append(line.rstrip("\n"))
         exports = dict(shlex.split(line[len("export ") :])[0].split("=", 1) for line in lines)
         directory = Path(exports["PROVISION_EMULATOR_DIR"])
-        assert (directory / "env.sh").read_text().splitlines() == lines
+        # env.sh holds what was printed, then the exports that carry a secret (never printed).
+        env_sh = (directory / "env.sh").read_text().splitlines()
+        assert env_sh[: len(lines)] == lines
+        assert [line.partition("=")[0] for line in env_sh[len(lines) :]] == ["export PROVISION_CI_CLIENT_SECRET"]
         assert exports["PROVISION_ARM_ENDPOINT"] == f"https://127.0.0.1:{base}"
         assert exports["AZURE_POD_IDENTITY_AUTHORITY_HOST"] == f"http://127.0.0.1:{base + 1}"
         assert exports["REQUESTS_CA_BUNDLE"] == exports["PGSSLROOTCERT"] == str(directory / "ca.pem")
         assert (exports["PROVISION_SINGLE_PORT"], exports["PROVISION_FLEX_PORT"]) == (str(base + 2), str(base + 3))
+        assert exports["PROVISION_AUTHORITY_HOST"] == f"https://127.0.0.1:{base + 4}"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         # A temporary state directory goes away with the stack.

@@ -25,6 +25,8 @@ EXISTING = seed.EXISTING_IDENTITY_NAME
 SUBSCRIPTION = f"/subscriptions/{SUB}"
 GROUP = f"{SUBSCRIPTION}/resourceGroups/{RG}"
 VM = f"{GROUP}/providers/Microsoft.Compute/virtualMachines/{seed.VM_NAME}"
+OPERATOR_OWNER = {"principal": OPERATOR, "role": "Owner", "scope": SUBSCRIPTION}
+CI_CONTRIBUTOR = {"principal": seed.CI_PRINCIPAL_ID, "role": "Contributor", "scope": GROUP}  # the CI pipeline's
 
 
 @pytest.fixture(autouse=True)
@@ -193,10 +195,10 @@ def test_every_identity_a_machine_write_names_is_checked_also_those_already_atta
 
 def test_a_revoked_role_is_refused_and_a_reset_restores_the_operator(fresh_emulator: Any) -> None:
     only(fresh_emulator)
-    assert fresh_emulator.role_assignments() == []
+    assert fresh_emulator.role_assignments() == [CI_CONTRIBUTOR]
     assert fresh_emulator.run("identity", "show", "-g", RG, "-n", EXISTING).returncode == 1
     fresh_emulator.reset()
-    assert fresh_emulator.role_assignments() == [{"principal": OPERATOR, "role": "Owner", "scope": SUBSCRIPTION}]
+    assert fresh_emulator.role_assignments() == [OPERATOR_OWNER, CI_CONTRIBUTOR]
     assert fresh_emulator.run("identity", "show", "-g", RG, "-n", EXISTING).returncode == 0
 
 
@@ -218,7 +220,7 @@ def test_a_bad_role_assignment_is_refused_and_changes_nothing(
 ) -> None:
     with pytest.raises(AssertionError, match=f"400 .*{code}"):
         fresh_emulator.admin("POST", "role-assignments", spec)
-    assert fresh_emulator.role_assignments() == [{"principal": OPERATOR, "role": "Owner", "scope": SUBSCRIPTION}]
+    assert fresh_emulator.role_assignments() == [OPERATOR_OWNER, CI_CONTRIBUTOR]
 
 
 def test_revoking_an_assignment_that_does_not_exist_is_a_404(fresh_emulator: Any) -> None:

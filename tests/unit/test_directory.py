@@ -1,12 +1,12 @@
-"""The emulator's permissions on their own: action wildcards, the action a request needs, scopes, and the
-identities a machine write links."""
+"""The emulator's directory on its own: Entra's objects; permissions (action wildcards, the action a request
+needs, scopes, and the identities a machine write links)."""
 
 from __future__ import annotations
 
 import pytest
 
 from provision.emulator import seed
-from provision.emulator.arm.world import ArmError
+from provision.emulator.arm.world import SCALE_SETS, ArmError, World
 from provision.emulator.directory import (
     ASSIGN_IDENTITY,
     ROLES,
@@ -17,6 +17,8 @@ from provision.emulator.directory import (
     required_action,
     role_permits,
 )
+from provision.emulator.entra import GROUP as GROUP_TYPE
+from provision.emulator.entra import SERVICE_PRINCIPAL, USER, DirectoryObject, Entra
 
 SUB = f"/subscriptions/{seed.SUBSCRIPTION_ID}"
 GROUP = f"{SUB}/resourceGroups/{seed.RESOURCE_GROUP}"
@@ -113,3 +115,77 @@ def test_authorize_names_only_the_identities_the_caller_may_not_assign() -> None
     assert refused.value.code == "AuthorizationFailed"
     directory.reset()
     directory.authorize(OPERATOR, "PATCH", VM, body)  # Owner again
+
+
+# -- Entra's objects ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def entra() -> Entra:
+    return Entra(World(operation_seconds=0, token_lifetime=3600))
+
+
+def test_the_seeded_tenant_holds_users_groups_and_a_service_principal_per_managed_identity(entra: Entra) -> None:
+    objects = {o.display_name: o for o in entra.objects()}
+    assert objects[seed.USER_NAME] == DirectoryObject(seed.USER_PRINCIPAL_ID, seed.USER_NAME, USER)
+    assert objects[seed.GROUP_NAME] == DirectoryObject(seed.GROUP_PRINCIPAL_ID, seed.GROUP_NAME, GROUP_TYPE)
+    assert objects[seed.CI_NAME] == DirectoryObject(
+        seed.CI_PRINCIPAL_ID, seed.CI_NAME, SERVICE_PRINCIPAL, seed.CI_CLIENT_ID
+    )
+    # myVM's system-assigned identity (the operator), named after its machine, and the existing identity.
+    assert objects[seed.VM_NAME] == DirectoryObject(
+        seed.OPERATOR_PRINCIPAL_ID, seed.VM_NAME, SERVICE_PRINCIPAL, seed.OPERATOR_CLIENT_ID
+    )
+    assert objects[seed.EXISTING_IDENTITY_NAME].type == SERVICE_PRINCIPAL
+    assert set(objects) == {seed.USER_NAME, seed.GROUP_NAME, seed.CI_NAME, seed.VM_NAME, seed.EXISTING_IDENTITY_NAME}
+
+
+def test_an_identity_brings_its_service_principal_and_takes_it_away() -> None:
+    world = World(operation_seconds=0, token_lifetime=3600)
+    entra = Entra(world)
+    created, _ = world.put_identity(seed.SUBSCRIPTION_ID, seed.RESOURCE_GROUP, "app1", {"location": seed.LOCATION})
+    found = entra.find(created["properties"]["principalId"].upper())
+    assert found == DirectoryObject(
+        created["properties"]["principalId"], "app1", SERVICE_PRINCIPAL, created["properties"]["clientId"]
+    )
+    assert entra.find(created["properties"]["clientId"]) is None  # a client id is not an object id
+    assert entra.find_by_name("APP1") == found
+    world.delete_identity(seed.SUBSCRIPTION_ID, seed.RESOURCE_GROUP, "app1")
+    assert entra.find(found.object_id) is None
+    assert entra.find_by_name("app1") is None
+
+
+def test_a_machines_system_assigned_identity_is_a_service_principal() -> None:
+    world = World(operation_seconds=0, token_lifetime=3600)
+    entra = Entra(world)
+    body = {"identity": {"type": "SystemAssigned"}}
+    world.update_machine(seed.SUBSCRIPTION_ID, SCALE_SETS, seed.RESOURCE_GROUP, seed.VMSS_NAME, body, None)
+    scale_set = world.get_machine(seed.SUBSCRIPTION_ID, SCALE_SETS, seed.RESOURCE_GROUP, seed.VMSS_NAME)
+    found = entra.find(scale_set["identity"]["principalId"])
+    assert found is not None and (found.display_name, found.type) == (seed.VMSS_NAME, SERVICE_PRINCIPAL)
+
+
+def test_users_and_groups_are_added_until_the_reset(entra: Entra) -> None:
+    user = entra.add({"type": "User", "displayName": "bob@contoso.com"})
+    group = entra.add({"type": "Group", "displayName": "readers"})
+    assert (user.type, group.type) == (USER, GROUP_TYPE)
+    assert entra.find(user.object_id) == user and entra.find_by_name("Readers") == group
+    assert {user.object_id, group.object_id} <= entra.object_ids()
+    entra.reset()
+    assert entra.find(user.object_id) is None and entra.find(group.object_id) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "User"}, "a directory object is"),
+        ({"type": "ServicePrincipal", "displayName": "x"}, "User or Group"),
+        ({"type": "Group", "displayName": " "}, "non-empty"),
+        ("bob", "a directory object is"),
+    ],
+)
+def test_a_bad_directory_object_is_refused(entra: Entra, spec: object, message: str) -> None:
+    before = entra.objects()
+    with pytest.raises(ValueError, match=message):
+        entra.add(spec)
+    assert entra.objects() == before

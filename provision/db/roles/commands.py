@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from provision import deadline
 from provision.db.roles.flavor import detect
-from provision.db.roles.planning import Plan, plan_create, plan_drop, refuse_groups, refuse_ungrantable
+from provision.db.roles.planning import (
+    Plan,
+    entra_refusal,
+    plan_create,
+    plan_drop,
+    refuse_groups,
+    refuse_ungrantable,
+)
 from provision.db.roles.request import RoleRequest
 from provision.db.roles.sql_text import rows, statement
 from provision.db.roles.state import entra_admins, read_groups, read_role
@@ -72,7 +79,7 @@ def create_role(conn: psycopg.Connection, flavor: str, request: RoleRequest, dry
         return _apply(conn, plan_create(server, state, request), dry_run)
 
     doing = f"creating role {request.name}"
-    with _explained(doing):
+    with _explained(doing), _refused_by_entra(request.identity.object_id):
         tries = 1
         while True:
             try:
@@ -248,6 +255,20 @@ def _explained(subject: str) -> Iterator[None]:
                 " committed: nothing was changed; run the command again"
             ) from None
         raise DatabaseError(f"PostgreSQL failed {subject}: {_message(error)}") from None
+
+
+@contextlib.contextmanager
+def _refused_by_entra(object_id: str | None) -> Iterator[None]:
+    """Flexible Server's answer that Entra does not know `object_id` as a service principal, in plain words."""
+    from psycopg import errors
+
+    try:
+        yield
+    except errors.InternalError_ as error:
+        refusal = entra_refusal(_message(error), object_id) if object_id else None
+        if refusal is None:
+            raise
+        raise refusal from None
 
 
 def _message(error: psycopg.Error) -> str:

@@ -297,3 +297,31 @@ def _why_refused(found: Reached, allowed: tuple[str, ...], admins: frozenset[str
     if role.startswith(PREDEFINED_PREFIX) and not set(found.path) & set(allowed):
         return f"is a PostgreSQL predefined role (name it with --allow-predefined {role} to grant it)"
     return None
+
+
+# What Flexible Server's pgaadauth_create_principal_with_oid answers when Microsoft Entra ID does not know the
+# object id as a service principal, in Azure's words (its SQLSTATE is XX000, internal_error, for both):
+# MicrosoftDocs/azure-docs#117206 (unknown object) and #102814 (another type).
+UNKNOWN_OBJECT = "Could not validate AAD user "
+WRONG_TYPE = "incorrect object type provided for principal"
+OBJECT_ID_HINT = (
+    "--object-id takes the managed identity's object (principal) id: `provision identity show -g RG -n NAME` prints"
+    " it as principalId, or give --identity NAME -g RG and provision reads it. Nothing was changed."
+)
+
+
+def entra_refusal(message: str, object_id: str) -> NotFound | Conflict | None:
+    """The refusal to report when the server's message is Entra's answer about `object_id`; else None."""
+    if message.startswith(UNKNOWN_OBJECT):
+        return NotFound(
+            f"the server's Microsoft Entra tenant has no object with id {object_id} (a client id is not an object"
+            f" id): PostgreSQL said {message!r}",
+            hint=OBJECT_ID_HINT,
+        )
+    if message.startswith(WRONG_TYPE):
+        return Conflict(
+            f"object id {object_id} is not a service principal (a managed identity) in the server's Microsoft Entra"
+            f" tenant: PostgreSQL said {message!r}",
+            hint=OBJECT_ID_HINT,
+        )
+    return None

@@ -280,14 +280,6 @@ class Identities(Resources):
             found = self._identity(subscription, resource_group, name)
             return found.credentials.pop(credential.lower(), None) is not None
 
-    def find_identity_by_name(self, name: str) -> ManagedIdentity | None:
-        """A user-assigned identity of that name in any resource group."""
-        with self._lock:
-            for identity in self.identities.values():
-                if identity.name.lower() == name.lower():
-                    return identity.managed_identity()
-            return None
-
     def _identity(self, subscription: str, resource_group: str, name: str) -> UserAssignedIdentity:
         self.check_scope(subscription, resource_group)
         found = self.identities.get((resource_group.lower(), name.lower()))

@@ -37,6 +37,7 @@ from provision.emulator.arm.postgresql import PROVIDER as POSTGRES_PROVIDER
 from provision.emulator.arm.postgresql import FlexibleServers
 from provision.emulator.arm.world import World
 from provision.emulator.directory import Directory
+from provision.emulator.entra import Entra
 from provision.emulator.http import (
     ArmError,
     EmulatorServer,
@@ -61,6 +62,8 @@ ADMIN_HELP = {
     "GET /_emulator/role-assignments": "every role assignment: {principal (object id), role, scope}",
     "POST /_emulator/role-assignments": "grant: {principal, role, scope} (a built-in role; reset restores the seed's)",
     "DELETE /_emulator/role-assignments": "revoke: {principal, role, scope}",
+    "GET /_emulator/directory": "the tenant's Entra objects: {objectId, displayName, type, appId}",
+    "POST /_emulator/directory": "add a user or group: {type: User|Group, displayName} (reset removes it)",
     "POST /_emulator/capture": "start capturing requests and database client messages as sent, unredacted",
     "GET /_emulator/capture": "what was captured since (method, target, headers, body; or the gateway's messages)",
     "DELETE /_emulator/capture": "stop capturing and forget what was captured",
@@ -78,9 +81,16 @@ class ArmService(Service):
     name = "arm"
 
     def __init__(
-        self, authority: Authority, world: World, faults: Faults, log: RequestLog, flexible: FlexibleServers
+        self,
+        authority: Authority,
+        world: World,
+        faults: Faults,
+        log: RequestLog,
+        flexible: FlexibleServers,
+        entra: Entra,
     ) -> None:
         self.authority, self.world, self.faults, self.log, self.flexible = authority, world, faults, log, flexible
+        self.entra = entra
         self.directory = Directory()
         world.on_reset(self.directory.reset)
 
@@ -325,9 +335,13 @@ class ArmService(Service):
             if route == ("GET", "/_emulator/role-assignments"):
                 return Reply(200, {"assignments": self.directory.assignments()})
             if route == ("POST", "/_emulator/role-assignments"):
-                return Reply(201, self.directory.grant(request.json(), self.world.principal_ids()))
+                return Reply(201, self.directory.grant(request.json(), self.entra.object_ids()))
             if route == ("DELETE", "/_emulator/role-assignments"):
-                return Reply(200, self.directory.revoke(request.json(), self.world.principal_ids()))
+                return Reply(200, self.directory.revoke(request.json(), self.entra.object_ids()))
+            if route == ("GET", "/_emulator/directory"):
+                return Reply(200, {"objects": [o.to_json() for o in self.entra.objects()]})
+            if route == ("POST", "/_emulator/directory"):
+                return Reply(201, self.entra.add(request.json()).to_json())
             if route == ("GET", "/_emulator/requests"):
                 entries, mark = self.log.since(int(request.query.get("since", "0")))
                 limit = int(request.query.get("limit", len(entries)))
@@ -459,10 +473,17 @@ def _method_not_allowed(request: Request) -> ArmError:
 
 
 def serve(
-    host: str, port: int, authority: Authority, world: World, faults: Faults, log: RequestLog, flexible: FlexibleServers
+    host: str,
+    port: int,
+    authority: Authority,
+    world: World,
+    faults: Faults,
+    log: RequestLog,
+    flexible: FlexibleServers,
+    entra: Entra,
 ) -> EmulatorServer:
     """Resource Manager on https://host:port, serving in a background thread."""
-    service = ArmService(authority, world, faults, log, flexible)
+    service = ArmService(authority, world, faults, log, flexible, entra)
     server = EmulatorServer(host, port, service, faults, log, authority.server_context("arm"))
     server.start()
     return server

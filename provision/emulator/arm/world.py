@@ -162,11 +162,11 @@ class World(Compute):
                     return system
             return None
 
-    def principal_ids(self) -> set[str]:
-        """The object ids of every managed identity: user-assigned ones and machines' system-assigned ones."""
+    def managed_identities(self) -> list[ManagedIdentity]:
+        """Every managed identity (each one a service principal in Entra): user-assigned and system-assigned ones."""
         with self._lock:
             systems = [m.identity.system for m in self.machines.values() if m.identity.system]
-            return {i.principal_id for i in self.identities.values()} | {s.principal_id for s in systems}
+            return [i.managed_identity() for i in self.identities.values()] + systems
 
     def _resource_bodies(self) -> list[dict[str, Any]]:
         bodies = [i.to_arm() for i in self.identities.values()]

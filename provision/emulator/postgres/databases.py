@@ -23,6 +23,7 @@ from typing import Protocol
 
 from provision.emulator import seed
 from provision.emulator.arm.postgresql import FlexibleServers
+from provision.emulator.entra import GROUP, SERVICE_PRINCIPAL, USER, DirectoryObject
 from provision.emulator.errors import EmulatorError
 from provision.emulator.keys import Authority
 from provision.emulator.postgres.cluster import SUPERUSER, Clusters, Installation
@@ -45,15 +46,16 @@ _START_TIMEOUT = 60.0
 _RESET_TIMEOUT = 60.0
 
 
-class Identity(Protocol):
-    @property
-    def principal_id(self) -> str: ...
+# pgaadauth's words for Entra's object types (pgaadauth_create_principal_with_oid's objectType).
+PGAADAUTH_TYPES = {USER: "user", GROUP: "group", SERVICE_PRINCIPAL: "service"}
 
 
-class World(Protocol):
-    """What the database servers need from the emulated Resource Manager."""
+class Tenant(Protocol):
+    """What the database servers need from Microsoft Entra ID: which object an id or a name is."""
 
-    def find_identity_by_name(self, name: str) -> Identity | None: ...
+    def find(self, object_id: str) -> DirectoryObject | None: ...
+
+    def find_by_name(self, name: str) -> DirectoryObject | None: ...
 
 
 @dataclass
@@ -183,7 +185,7 @@ class Databases:
 def start(
     state_dir: Path,
     authority: Authority,
-    world: World,
+    tenant: Tenant,
     host: str,
     single_port: int,
     flexible_port: int,
@@ -206,7 +208,7 @@ def start(
     ready: concurrent.futures.Future[None] = concurrent.futures.Future()
     thread = threading.Thread(
         target=_run,
-        args=(databases, ready, state_dir, authority, world, listeners, installation, capture or Capture(), flexible),
+        args=(databases, ready, state_dir, authority, tenant, listeners, installation, capture or Capture(), flexible),
         name="provision-databases",
         daemon=True,
     )
@@ -238,7 +240,7 @@ def _run(
     ready: concurrent.futures.Future[None],
     state_dir: Path,
     authority: Authority,
-    world: World,
+    tenant: Tenant,
     listeners: dict[str, socket.socket],
     installation: Installation,
     capture: Capture,
@@ -250,7 +252,7 @@ def _run(
     try:
         clusters = Clusters((SINGLE, FLEXIBLE), state_dir, installation)
         clusters.start()  # from this thread: the servers die with it
-        loop.run_until_complete(_serve(databases, ready, clusters, authority, world, listeners, capture, flexible))
+        loop.run_until_complete(_serve(databases, ready, clusters, authority, tenant, listeners, capture, flexible))
     except BaseException as error:
         if not ready.done():
             ready.set_exception(error)
@@ -269,7 +271,7 @@ async def _serve(
     ready: concurrent.futures.Future[None],
     clusters: Clusters,
     authority: Authority,
-    world: World,
+    tenant: Tenant,
     listeners: dict[str, socket.socket],
     capture: Capture,
     flexible: FlexibleServers | None,
@@ -289,7 +291,7 @@ async def _serve(
     gateway = Gateway(list(routes.values()), authority, capture)
     servers = [_Server(name, clusters.socket(name), admins[name]) for name in (SINGLE, FLEXIBLE)]
     directory_socket = clusters.socket_dir(FLEXIBLE) / DIRECTORY_SOCKET
-    directory = await asyncio.start_unix_server(_directory_answerer(world), str(directory_socket))
+    directory = await asyncio.start_unix_server(_directory_answerer(tenant), str(directory_socket))
     clusters.share_with_server(directory_socket)
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -371,15 +373,17 @@ def _admin_changer(cluster: ClusterClient, loop: asyncio.AbstractEventLoop) -> C
     return apply
 
 
-def _directory_answerer(world: World) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """Answers pgaadauth_create_principal's question from inside the cluster: a line with a name in
-    hex, answered by a line with that identity's object id (empty when Resource Manager has none)."""
+def _directory_answerer(tenant: Tenant) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """Answers the cluster's questions to Entra (pgaadauth.ask_directory): a line `oid HEX` or `name HEX`
+    (the object id or the name, UTF-8 in hex), answered by a line `OBJECT_ID TYPE` (TYPE in pgaadauth's
+    words), empty when the tenant has no such object."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            name = bytes.fromhex((await reader.readline()).decode().strip()).decode()
-            identity = world.find_identity_by_name(name)
-            writer.write(f"{identity.principal_id if identity else ''}\n".encode())
+            question, _, value = (await reader.readline()).decode().strip().partition(" ")
+            text = bytes.fromhex(value).decode()
+            found = tenant.find(text) if question == "oid" else tenant.find_by_name(text)
+            writer.write(f"{found.object_id} {PGAADAUTH_TYPES[found.type]}\n".encode() if found else b"\n")
             await writer.drain()
         except (ValueError, OSError) as error:
             log.debug("directory lookup failed: %s", error)

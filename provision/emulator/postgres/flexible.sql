@@ -5,6 +5,13 @@
 -- Users cannot read or write that table; the functions that touch it are SECURITY DEFINER with a
 -- fixed search_path. Roles themselves are created with the caller's privileges, as on Azure, where
 -- the Entra admin is not a superuser. The gateway reads the table to check a token's oid at login.
+--
+-- Like Azure's, these functions ask Microsoft Entra ID about the principal they are given: which object an
+-- object id is (and its type), which object has a name. The emulator's directory lives in the emulator's
+-- process and changes with every identity Resource Manager creates or deletes, so the cluster keeps no copy
+-- (which could drift): pgaadauth.ask_directory asks the emulator live, over a Unix socket in the cluster's
+-- own socket directory that only the server's user may use, through COPY FROM PROGRAM (a superuser's power,
+-- hence SECURITY DEFINER; perl is always there: Debian's PostgreSQL depends on it).
 
 CREATE ROLE azure_pg_admin NOLOGIN;
 
@@ -58,21 +65,25 @@ BEGIN
 END
 $function$;
 
--- The object id Resource Manager knows for an identity name, or NULL. The question goes out to the
--- emulator through COPY FROM PROGRAM (perl is always there: Debian's PostgreSQL depends on it).
-CREATE FUNCTION pgaadauth.find_principal(principal_name text) RETURNS text
+-- Entra's answer about an object id (question 'oid') or a name (question 'name'): '<object id> <type>', the
+-- type in pgaadauth's words (user, group, service); NULL when the tenant has no such object.
+CREATE FUNCTION pgaadauth.ask_directory(question text, value text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     ask constant text := 'my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "directory: $!\n";'
-                         ' print $s "$ARGV[1]\n"; $s->shutdown(1); print while <$s>;';
+                         ' print $s "$ARGV[1] $ARGV[2]\n"; $s->shutdown(1); print while <$s>;';
     socket_path text := (SELECT directory_socket FROM pgaadauth.settings);
     answer text;
 BEGIN
     PERFORM pgaadauth.assert_admin();
+    IF question NOT IN ('oid', 'name') THEN
+        RAISE invalid_parameter_value USING MESSAGE = format('no such directory question: %s', question);
+    END IF;
     CREATE TEMP TABLE pgaadauth_answer (line text);
     EXECUTE format('COPY pg_temp.pgaadauth_answer FROM PROGRAM %L',
-                   format('perl -MIO::Socket::UNIX -e %s %s %s', pgaadauth.shell_quote(ask),
-                          pgaadauth.shell_quote(socket_path), encode(convert_to(principal_name, 'UTF8'), 'hex')));
+                   format('perl -MIO::Socket::UNIX -e %s %s %s %s', pgaadauth.shell_quote(ask),
+                          pgaadauth.shell_quote(socket_path), question,
+                          encode(convert_to(value, 'UTF8'), 'hex')));
     SELECT nullif(line, '') INTO answer FROM pg_temp.pgaadauth_answer;
     DROP TABLE pg_temp.pgaadauth_answer;
     RETURN answer;
@@ -91,9 +102,18 @@ $function$;
 -- it cannot grant them (Azure/azure-service-operator#4639). Azure has since let azure_pg_admin grant some
 -- of them (DataDog/documentation#39602 cites "Improved control for azure_pg_admin") without saying which:
 -- the emulator keeps the stricter behaviour.
+-- On PostgreSQL 15 the emulator is more permissive than Azure, and no faithful way was found: Azure's 15 refuses
+-- the admin "only superusers can grant role pg_execute_server_program" (MicrosoftDocs/azure-docs#87052), a
+-- check of Azure's own build. Stock 15 lets any CREATEROLE role grant membership in every role that is not a
+-- superuser (AddRoleMems, src/backend/commands/user.c), GRANT of a role fires no event trigger, ALTER ROLE
+-- refuses the reserved pg_* roles ("Cannot alter reserved roles."), so they cannot be made superuser roles, and
+-- taking CREATEROLE from the admin would take the rest of its powers too. Only parsing the admin's statements
+-- in the gateway could refuse it, and that would be fragile; 16+ refuse through ADMIN OPTION.
 CREATE FUNCTION pg_catalog.pgaadauth_create_principal_with_oid(rolename text, objectid text, objecttype text,
                                                                isadmin boolean, ismfa boolean) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    found text;
 BEGIN
     PERFORM pgaadauth.assert_admin();
     IF objecttype IS NULL OR objecttype NOT IN ('user', 'group', 'service') THEN
@@ -102,6 +122,21 @@ BEGIN
     END IF;
     IF objectid IS NULL OR objectid !~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
         RAISE invalid_parameter_value USING MESSAGE = format('invalid objectId "%s": expected a GUID', objectid);
+    END IF;
+    found := pgaadauth.ask_directory('oid', objectid);
+    -- Azure's words, raised by its SECURITY LABEL hook before the role is kept: an object the tenant does not
+    -- have (Azure's "Connect with managed identity" for Flexible Server, MicrosoftDocs/azure-docs#117206; no
+    -- SQLSTATE published: XX000, as the same hook gives for the wrong type), and an object of another type
+    -- (XX000, MicrosoftDocs/azure-docs#102814). A client id is not an object id, so it is not found either.
+    IF found IS NULL THEN
+        RAISE internal_error
+            USING MESSAGE = format('Could not validate AAD user %s because its name is not found in the tenant.',
+                                   objectid);
+    END IF;
+    IF split_part(found, ' ', 2) <> objecttype THEN
+        RAISE internal_error
+            USING MESSAGE = format('incorrect object type provided for principal, given object type: ''%s'','
+                                   ' actual object type: ''%s''', objecttype, split_part(found, ' ', 2));
     END IF;
     EXECUTE format('CREATE ROLE %I WITH LOGIN', rolename);
     IF isadmin THEN
@@ -113,19 +148,23 @@ BEGIN
 END
 $function$;
 
--- Azure looks the name up in Microsoft Entra ID; here, Resource Manager's managed identities.
+-- Azure looks the name up in Microsoft Entra ID (a user's principal name, a group's or service principal's
+-- display name) and creates the role for the object found, of its type. A name the tenant does not have gets
+-- the unknown object's answer (MicrosoftDocs/azure-docs#117206 documents it for this function).
 CREATE FUNCTION pg_catalog.pgaadauth_create_principal(rolename text, isadmin boolean, ismfa boolean) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
-    found_id text;
+    found text;
 BEGIN
     PERFORM pgaadauth.assert_admin();
-    found_id := pgaadauth.find_principal(rolename);
-    IF found_id IS NULL THEN
-        RAISE undefined_object
-            USING MESSAGE = format('could not find a Microsoft Entra principal named "%s" in the tenant', rolename);
+    found := pgaadauth.ask_directory('name', rolename);
+    IF found IS NULL THEN
+        RAISE internal_error
+            USING MESSAGE = format('Could not validate AAD user %s because its name is not found in the tenant.',
+                                   rolename);
     END IF;
-    RETURN pg_catalog.pgaadauth_create_principal_with_oid(rolename, found_id, 'service', isadmin, ismfa);
+    RETURN pg_catalog.pgaadauth_create_principal_with_oid(rolename, split_part(found, ' ', 1),
+                                                          split_part(found, ' ', 2), isadmin, ismfa);
 END
 $function$;
 
