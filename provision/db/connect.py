@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from provision.azure import imds
 from provision.cloud import get_cloud
-from provision.db.doctor import diagnose_connection
 from provision.db.login import TokenLogin
 from provision.db.target import Target, open_connection, warn_if_unverified
 from provision.errors import DatabaseError, InvalidInput, NotFound
@@ -275,6 +274,9 @@ def _pool_login(
 
 
 def _connect_failed(error: Exception, target: Target, token: imds.ManagedIdentityToken, cloud: str) -> DatabaseError:
+    # Loaded on failure only: a process that connects fine never pays for the diagnosis rules.
+    from provision.db.doctor import diagnose_connection
+
     diagnosis = diagnose_connection(error, target, imds.decode_claims(token.token), get_cloud(cloud))
     return DatabaseError(f"could not connect to {target.describe()}: {diagnosis.summary}", hint=diagnosis.hint)
 
