@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from provision import deadline
 from provision.errors import CredentialError, InvalidInput
+from provision.naming import argument
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -476,14 +477,15 @@ def _unavailable(
                 cause="identity_not_found",
                 detail=detail,
                 hint="Check the client id (`provision identity show -g RG -n NAME`) and attach the identity"
-                " to the VM (`provision identity assign -g RG -n NAME --vm VM`)." + just_attached,
+                " to the VM (`provision identity assign`)." + just_attached,
                 **answered,
             )
         return TokenUnavailable(
             "this VM has no system-assigned managed identity",
             cause="identity_not_found",
             detail=detail,
-            hint="Pass --client-id with the client id of a user-assigned identity attached to this VM." + just_attached,
+            hint=f"Pass {argument('client_id')} with the client id of a user-assigned identity attached to this VM."
+            + just_attached,
             **answered,
         )
     if code == "invalid_request" and "multiple user assigned identities" in description.lower():
@@ -491,7 +493,7 @@ def _unavailable(
             "this VM has several user-assigned identities and no system-assigned one: say which to use",
             cause="identity_ambiguous",
             detail=detail,
-            hint="Pass --client-id with the client id of one of the VM's identities.",
+            hint=f"Pass {argument('client_id')} with the client id of one of the VM's identities.",
             **answered,
         )
     if code == "invalid_resource":
@@ -499,7 +501,7 @@ def _unavailable(
             f"the metadata service issues no token for {resource}",
             cause="resource_unknown",
             detail=detail,
-            hint="The database resource depends on the Azure cloud: pick the server's cloud with --cloud.",
+            hint=f"The database resource depends on the Azure cloud: pick the server's cloud with {argument('cloud')}.",
             **answered,
         )
     return TokenUnavailable(

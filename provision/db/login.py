@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from provision import validate
 from provision.azure import imds
 from provision.cloud import get_cloud
-from provision.db.target import Target
+from provision.db.target import Target, trust_store_for
 from provision.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -137,6 +137,7 @@ class TokenLogin:
             raise InvalidInput(f"database {self.database!r}: expected a database name")
         if self.sslrootcert not in (None, "system") and not Path(str(self.sslrootcert)).is_file():
             raise InvalidInput(f"sslrootcert {self.sslrootcert!r}: no such file (expected the server's CA certificate)")
+        trust_store_for(self.sslmode, self.sslrootcert)  # no CA bundle, or no PGSSLROOTCERT file: before any token
         object.__setattr__(
             self, "client_id", token_source(self.client_id, self.credential, asynchronous=self.asynchronous)
         )
