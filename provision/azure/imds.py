@@ -11,11 +11,10 @@ mistyped client id must not keep the caller waiting long. Every retry is logged,
 in the command's --timeout (a library caller without one: LIBRARY_RETRY_LIMIT).
 
 Tokens are cached in the process per (identity or credential, resource) and reused until 5 minutes
-before they expire: a process that opens many connections
-asks IMDS once. Any azure-identity credential can stand in for the VM's identity (`credential=`),
-with its own cache entries: a TokenCredential, or for coroutines an AsyncTokenCredential
-(azure.identity.aio), awaited on the event loop. A token is a secret: it is returned to the caller and never logged, and
-its repr hides it.
+before they expire: a process that opens many connections asks IMDS once. Any azure-identity
+credential can stand in for the VM's identity (`credential=`), with its own cache entries: a
+TokenCredential, or for coroutines an AsyncTokenCredential (azure.identity.aio), awaited on the event
+loop. A token is a secret: it is returned to the caller and never logged, and its repr hides it.
 """
 
 from __future__ import annotations
