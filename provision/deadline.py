@@ -19,8 +19,14 @@ MAX_SINGLE_WAIT = 60.0  # no one Retry-After or backoff sleeps longer than this,
 
 
 class Deadline:
-    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+    """`option` names the setting the budget comes from in messages (the CLI's --timeout); None for a
+    limit of the library's own, which no caller sets."""
+
+    def __init__(
+        self, seconds: float | None, clock: Callable[[], float] = time.monotonic, *, option: str | None = None
+    ) -> None:
         self.seconds = seconds  # None: unbounded
+        self.option = option
         self._clock = clock
         self._ends = math.inf if seconds is None else clock() + seconds
 
@@ -37,9 +43,11 @@ class Deadline:
     def check(self, doing: str) -> None:
         """TimedOut when the budget is spent; `doing` says what was under way ("waiting for VM myVM")."""
         if self.expired():
+            if self.option is None:
+                raise TimedOut(f"the time limit of {self.seconds:g} s ran out while {doing}")
             raise TimedOut(
-                f"--timeout {self.seconds:g} s ran out while {doing}",
-                hint="Raise --timeout (or PROVISION_TIMEOUT) if the operation needs longer.",
+                f"{self.option} {self.seconds:g} s ran out while {doing}",
+                hint=f"Raise {self.option} (or PROVISION_TIMEOUT) if the operation needs longer.",
             )
 
     def cap(self, seconds: float, ceiling: float = MAX_SINGLE_WAIT) -> float:
@@ -61,7 +69,7 @@ _current = Deadline(None)
 def start(seconds: float | None) -> Deadline:
     """Begin the budget of this process's command."""
     global _current
-    _current = Deadline(seconds)
+    _current = Deadline(seconds, option="--timeout")
     return _current
 
 

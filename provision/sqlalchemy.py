@@ -17,6 +17,7 @@ from provision.errors import InvalidInput
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
     from sqlalchemy.engine import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -60,15 +61,18 @@ def create_async_engine(
     port: int = 5432,
     sslmode: str = "verify-full",
     sslrootcert: str | None = None,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | AsyncTokenCredential | None = None,
     single_server: bool | str = False,
     pool_recycle: int = POOL_RECYCLE,
     **engine_kw: Any,
 ) -> AsyncEngine:
-    """`create_engine` for asyncio: a `postgresql+psycopg_async` AsyncEngine."""
+    """`create_engine` for asyncio: a `postgresql+psycopg_async` AsyncEngine; `credential` may also be an
+    AsyncTokenCredential (azure.identity.aio)."""
     from sqlalchemy.ext.asyncio import create_async_engine as sqlalchemy_async_engine
 
-    login = TokenLogin(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server)
+    login = TokenLogin(
+        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, asynchronous=True
+    )
     engine = sqlalchemy_async_engine(_url(login, "postgresql+psycopg_async"), pool_recycle=pool_recycle, **engine_kw)
     _listen(engine.sync_engine, login, asynchronous=True)
     return engine
@@ -79,12 +83,13 @@ def enable_token_login(
     client_id: str | None = None,
     cloud: str = "AzureCloud",
     *,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | AsyncTokenCredential | None = None,
     single_server: bool | str = False,
 ) -> None:
     """Make an existing engine (psycopg, sync or async) log in with tokens: host, port, database,
     user and TLS settings stay the engine URL's (no user: taken from the token; sslmode defaults to
-    verify-full). Set the engine's pool_recycle below the tokens' lifetime yourself (e.g. 1800)."""
+    verify-full). Set the engine's pool_recycle below the tokens' lifetime yourself (e.g. 1800). An async
+    engine also takes an AsyncTokenCredential (azure.identity.aio)."""
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
@@ -107,8 +112,9 @@ def enable_token_login(
         str(query["sslrootcert"]) if "sslrootcert" in query else None,
         credential,
         single_server,
+        asynchronous=isinstance(engine, AsyncEngine),
     )
-    _listen(sync_engine, login, asynchronous=isinstance(engine, AsyncEngine))
+    _listen(sync_engine, login, asynchronous=login.asynchronous)
 
 
 def _url(login: TokenLogin, driver: str) -> Any:

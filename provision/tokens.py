@@ -11,6 +11,7 @@ from provision.db.login import token_source
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
 
 
 def access_token(
@@ -27,9 +28,13 @@ def access_token(
 
 
 async def access_token_async(
-    client_id: str | None = None, cloud: str = "AzureCloud", *, credential: TokenCredential | None = None
+    client_id: str | None = None,
+    cloud: str = "AzureCloud",
+    *,
+    credential: TokenCredential | AsyncTokenCredential | None = None,
 ) -> str:
-    """`access_token` for coroutines: the event loop never waits on the metadata service."""
-    client_id = token_source(client_id, credential)
+    """`access_token` for coroutines, from the same cache: `credential` may also be an AsyncTokenCredential
+    (azure.identity.aio), awaited on the loop, and the event loop never waits on the network."""
+    client_id = token_source(client_id, credential, asynchronous=True)
     token = await imds.access_token_async(get_cloud(cloud).database_resource, client_id, credential=credential)
     return token.token

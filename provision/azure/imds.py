@@ -11,29 +11,34 @@ mistyped client id must not keep the caller waiting long. Every retry is logged,
 in the command's --timeout (a library caller without one: LIBRARY_RETRY_LIMIT).
 
 Tokens are cached in the process per (identity or credential, resource) and reused until 5 minutes
-before they expire: a process that opens many connections
-asks IMDS once. Any azure-identity TokenCredential can stand in for the VM's identity (`credential=`),
-with its own cache entries. A token is a secret: it is returned to the caller and never logged, and
-its repr hides it.
+before they expire: a process that opens many connections asks IMDS once. Any azure-identity
+credential can stand in for the VM's identity (`credential=`), with its own cache entries: a
+TokenCredential, or for coroutines an AsyncTokenCredential (azure.identity.aio), awaited on the event
+loop. A token is a secret: it is returned to the caller and never logged, and its repr hides it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Hashable
+import weakref
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from provision import deadline
 from provision.errors import CredentialError, InvalidInput
+from provision.naming import argument
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
 
 log = logging.getLogger(__name__)
 
@@ -224,21 +229,44 @@ def _request_once(resource: str, client_id: str | None, budget: deadline.Deadlin
     return ManagedIdentityToken(access.token, int(access.expires_on), obtained_at, resource, client_id)
 
 
+def is_async_credential(credential: object) -> bool:
+    """An AsyncTokenCredential (azure.identity.aio): its get_token is a coroutine function."""
+    return inspect.iscoroutinefunction(getattr(credential, "get_token", None))
+
+
 def request_credential_token(credential: TokenCredential, resource: str) -> ManagedIdentityToken:
     """Ask an azure-identity credential for a token (it may answer from its own cache). Raises
     CredentialError."""
+    obtained_at = time.time()
+    with _credential_errors(credential, resource):
+        access = credential.get_token(resource + "/.default")
+    return _credential_token(access, obtained_at, resource)
+
+
+async def request_async_credential_token(credential: AsyncTokenCredential, resource: str) -> ManagedIdentityToken:
+    """`request_credential_token` for an AsyncTokenCredential, awaited on the running loop."""
+    obtained_at = time.time()
+    with _credential_errors(credential, resource):
+        access = await credential.get_token(resource + "/.default")
+    return _credential_token(access, obtained_at, resource)
+
+
+@contextmanager
+def _credential_errors(credential: object, resource: str) -> Iterator[None]:
     from azure.core.exceptions import ClientAuthenticationError
 
     log.info("requesting a token for %s from %s", resource, type(credential).__name__)
-    obtained_at = time.time()
     try:
-        access = credential.get_token(resource + "/.default")
+        yield
     except ClientAuthenticationError as error:
         raise CredentialError(
             f"{type(credential).__name__} gave no token for {resource}: {_first_line(error.message or str(error))}",
             hint="Check that the credential can sign in here (for DefaultAzureCredential: `az login`,"
             " AZURE_CLIENT_ID with a secret or a federated token, or a managed identity).",
         ) from error
+
+
+def _credential_token(access: Any, obtained_at: float, resource: str) -> ManagedIdentityToken:
     log.info("got a token for %s, valid for %d s", resource, access.expires_on - obtained_at)
     return ManagedIdentityToken(access.token, int(access.expires_on), obtained_at, resource, None)
 
@@ -247,14 +275,19 @@ class TokenCache:
     """Tokens per (identity or credential, resource), reused while they have `min_validity` seconds to live.
 
     One lock per entry, held while the token is fetched: threads asking for the same token at once (a
-    pool opening) make one request, and a slow credential does not hold up another identity."""
+    pool opening) make one request, and a slow credential does not hold up another identity. An
+    AsyncTokenCredential's tasks wait on an asyncio lock of their event loop instead."""
 
     def __init__(self) -> None:
         self._tokens: dict[tuple[Hashable, str], ManagedIdentityToken] = {}
         # The credentials the keys name, kept alive so that their id() is not reused by another object.
-        self._credentials: dict[int, TokenCredential] = {}
+        self._credentials: dict[int, TokenCredential | AsyncTokenCredential] = {}
         self._locks: dict[tuple[Hashable, str], threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        # An asyncio lock belongs to one event loop, and asyncio.run makes a new loop each time.
+        self._async_locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[Hashable, str], asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
 
     def get(
         self,
@@ -278,14 +311,33 @@ class TokenCache:
             self._tokens[key] = token
             return token
 
-    def peek(
-        self, resource: str, client_id: str | None, min_validity: float, credential: TokenCredential | None
-    ) -> ManagedIdentityToken | None:
-        """The cached token if it is fresh, without waiting for a lock (for the event loop)."""
-        cached = self._tokens.get(self._key(resource, client_id, credential))
-        return cached if cached is not None and cached.remaining() >= min_validity else None
+    async def get_async(
+        self,
+        resource: str,
+        client_id: str | None = None,
+        min_validity: float = MIN_VALIDITY,
+        credential: TokenCredential | AsyncTokenCredential | None = None,
+    ) -> ManagedIdentityToken:
+        """`get` for coroutines: a fresh cached token at once; else an AsyncTokenCredential is awaited on the
+        loop, and IMDS or a sync credential is waited for in a worker thread, so the loop keeps running."""
+        key = self._key(resource, client_id, credential)
+        cached = self._tokens.get(key)
+        if cached is not None and cached.remaining() >= min_validity:
+            return cached
+        if not is_async_credential(credential):
+            sync_credential = cast("TokenCredential | None", credential)
+            return await asyncio.to_thread(self.get, resource, client_id, min_validity, sync_credential)
+        async with self._async_lock(key):
+            cached = self._tokens.get(key)
+            if cached is not None and cached.remaining() >= min_validity:
+                return cached
+            token = await request_async_credential_token(cast("AsyncTokenCredential", credential), resource)
+            self._tokens[key] = token
+            return token
 
-    def _key(self, resource: str, client_id: str | None, credential: TokenCredential | None) -> tuple[Hashable, str]:
+    def _key(
+        self, resource: str, client_id: str | None, credential: TokenCredential | AsyncTokenCredential | None
+    ) -> tuple[Hashable, str]:
         if credential is None:
             return ("imds", client_id.lower() if client_id else None), resource
         self._credentials.setdefault(id(credential), credential)
@@ -294,6 +346,11 @@ class TokenCache:
     def _lock(self, key: tuple[Hashable, str]) -> threading.Lock:
         with self._locks_lock:
             return self._locks.setdefault(key, threading.Lock())
+
+    def _async_lock(self, key: tuple[Hashable, str]) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        with self._locks_lock:
+            return self._async_locks.setdefault(loop, {}).setdefault(key, asyncio.Lock())
 
 
 _cache = TokenCache()
@@ -316,14 +373,11 @@ async def access_token_async(
     resource: str,
     client_id: str | None = None,
     min_validity: float = MIN_VALIDITY,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | AsyncTokenCredential | None = None,
 ) -> ManagedIdentityToken:
-    """`access_token` for coroutines: a fresh cached token at once, otherwise fetched in a worker thread so
-    the event loop keeps running. The cache is the sync side's: many tasks at once make one request."""
-    cached = _cache.peek(resource, client_id, min_validity, credential)
-    if cached is not None:
-        return cached
-    return await asyncio.to_thread(_cache.get, resource, client_id, min_validity, credential)
+    """`access_token` for coroutines, with an AsyncTokenCredential or any source `access_token` takes; the
+    event loop never waits on the network. The cache is the sync side's: many tasks at once make one request."""
+    return await _cache.get_async(resource, client_id, min_validity, credential)
 
 
 def decode_claims(token: str) -> TokenClaims | None:
@@ -422,14 +476,15 @@ def _unavailable(
                 cause="identity_not_found",
                 detail=detail,
                 hint="Check the client id (`provision identity show -g RG -n NAME`) and attach the identity"
-                " to the VM (`provision identity assign -g RG -n NAME --vm VM`)." + just_attached,
+                " to the VM (`provision identity assign`)." + just_attached,
                 **answered,
             )
         return TokenUnavailable(
             "this VM has no system-assigned managed identity",
             cause="identity_not_found",
             detail=detail,
-            hint="Pass --client-id with the client id of a user-assigned identity attached to this VM." + just_attached,
+            hint=f"Pass {argument('client_id')} with the client id of a user-assigned identity attached to this VM."
+            + just_attached,
             **answered,
         )
     if code == "invalid_request" and "multiple user assigned identities" in description.lower():
@@ -437,7 +492,7 @@ def _unavailable(
             "this VM has several user-assigned identities and no system-assigned one: say which to use",
             cause="identity_ambiguous",
             detail=detail,
-            hint="Pass --client-id with the client id of one of the VM's identities.",
+            hint=f"Pass {argument('client_id')} with the client id of one of the VM's identities.",
             **answered,
         )
     if code == "invalid_resource":
@@ -445,7 +500,7 @@ def _unavailable(
             f"the metadata service issues no token for {resource}",
             cause="resource_unknown",
             detail=detail,
-            hint="The database resource depends on the Azure cloud: pick the server's cloud with --cloud.",
+            hint=f"The database resource depends on the Azure cloud: pick the server's cloud with {argument('cloud')}.",
             **answered,
         )
     return TokenUnavailable(

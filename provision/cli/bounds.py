@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from provision import deadline
+from provision import deadline, naming
 from provision.errors import Interrupted, TimedOut
 
 # The steps' own checks come first: they know what they were doing, and which write may have been made.
@@ -22,7 +22,8 @@ GRACE = 1.0
 
 @contextlib.contextmanager
 def command_bounds(seconds: float, command: Callable[[], str], *, alarm: bool = True) -> Iterator[None]:
-    """Start the command's budget and install its signal handlers; both end with the block. `command`
+    """Start the command's budget and install its signal handlers, and have messages name command-line
+    options (`provision.naming`); all end with the block. `command`
     names the command that runs ("provision role list"), for the message when the budget runs out.
     `alarm` False: no SIGALRM backstop, for a command that becomes another program (exec), since an
     interval timer survives execve(2) and would kill that program when the budget ends."""
@@ -44,7 +45,8 @@ def command_bounds(seconds: float, command: Callable[[], str], *, alarm: bool = 
     if alarm:
         signal.setitimer(signal.ITIMER_REAL, seconds + GRACE)
     try:
-        yield
+        with naming.command_line():
+            yield
     finally:
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from provision.azure import imds
 from provision.cloud import get_cloud
-from provision.db.doctor import diagnose_connection
 from provision.db.login import TokenLogin
 from provision.db.target import Target, open_connection, warn_if_unverified
 from provision.errors import DatabaseError, InvalidInput, NotFound
@@ -21,6 +20,7 @@ from provision.errors import DatabaseError, InvalidInput, NotFound
 if TYPE_CHECKING:
     import psycopg
     from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
     from psycopg.rows import AsyncRowFactory, Row, RowFactory, TupleRow
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -109,7 +109,7 @@ async def connect_async(
     port: int = 5432,
     sslmode: str = "verify-full",
     sslrootcert: str | None = None,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | AsyncTokenCredential | None = None,
     single_server: bool | str = False,
     row_factory: AsyncRowFactory[Row],
     **kw: Any,
@@ -127,7 +127,7 @@ async def connect_async(
     port: int = 5432,
     sslmode: str = "verify-full",
     sslrootcert: str | None = None,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | AsyncTokenCredential | None = None,
     single_server: bool | str = False,
     **kw: Any,
 ) -> psycopg.AsyncConnection[TupleRow]: ...
@@ -143,13 +143,27 @@ async def connect_async(
     port: int = 5432,
     sslmode: str = "verify-full",
     sslrootcert: str | None = None,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | AsyncTokenCredential | None = None,
     single_server: bool | str = False,
     **kw: Any,
 ) -> psycopg.AsyncConnection[Any]:
-    """`connect` for asyncio: a psycopg AsyncConnection. A token that is not cached is fetched in a
-    worker thread, so the event loop never waits on the metadata service; the cache is `connect`'s."""
-    login = _login(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, kw)
+    """`connect` for asyncio: a psycopg AsyncConnection. `credential` may also be an AsyncTokenCredential
+    (azure.identity.aio), awaited on the loop; a token from IMDS or a sync credential that is not cached
+    is fetched in a worker thread, so the event loop never waits on the network. The cache is `connect`'s."""
+    login = _login(
+        host,
+        user,
+        database,
+        client_id,
+        cloud,
+        port,
+        sslmode,
+        sslrootcert,
+        credential,
+        single_server,
+        kw,
+        asynchronous=True,
+    )
     import psycopg
 
     token = await login.token_async()
@@ -209,7 +223,7 @@ async def async_pool(
     port: int = 5432,
     sslmode: str = "verify-full",
     sslrootcert: str | None = None,
-    credential: TokenCredential | None = None,
+    credential: TokenCredential | AsyncTokenCredential | None = None,
     single_server: bool | str = False,
     max_lifetime: float = 3600.0,
     **kw: Any,
@@ -218,7 +232,19 @@ async def async_pool(
     (psycopg_pool wants `async with pool` or `await pool.open()` inside the running loop). Tokens come
     as in `connect_async`."""
     login, lifetime = _pool_login(
-        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, max_lifetime, kw
+        host,
+        user,
+        database,
+        client_id,
+        cloud,
+        port,
+        sslmode,
+        sslrootcert,
+        credential,
+        single_server,
+        max_lifetime,
+        kw,
+        asynchronous=True,
     )
     token = await login.token_async()
     warn_if_unverified(login.target(token))
@@ -242,13 +268,17 @@ def _login(
     port: int,
     sslmode: str,
     sslrootcert: str | None,
-    credential: TokenCredential | None,
+    credential: TokenCredential | AsyncTokenCredential | None,
     single_server: bool | str,
     kw: Mapping[str, Any],
+    *,
+    asynchronous: bool = False,
 ) -> TokenLogin:
     if "password" in kw:
         raise InvalidInput("takes no password: the access token is the password")
-    return TokenLogin(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server)
+    return TokenLogin(
+        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, asynchronous
+    )
 
 
 def _pool_login(
@@ -260,21 +290,39 @@ def _pool_login(
     port: int,
     sslmode: str,
     sslrootcert: str | None,
-    credential: TokenCredential | None,
+    credential: TokenCredential | AsyncTokenCredential | None,
     single_server: bool | str,
     max_lifetime: float,
     kw: Mapping[str, Any],
+    *,
+    asynchronous: bool = False,
 ) -> tuple[TokenLogin, float]:
     for reserved in ("conninfo", "kwargs"):
         if reserved in kw:
             raise InvalidInput(f"the pool sets {reserved} itself: pass host, user, database and port instead")
     if not isinstance(max_lifetime, (int, float)) or max_lifetime <= 0:
         raise InvalidInput(f"max_lifetime {max_lifetime!r}: expected a number of seconds above 0")
-    login = _login(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, {})
+    login = _login(
+        host,
+        user,
+        database,
+        client_id,
+        cloud,
+        port,
+        sslmode,
+        sslrootcert,
+        credential,
+        single_server,
+        {},
+        asynchronous=asynchronous,
+    )
     return login, float(max_lifetime)
 
 
 def _connect_failed(error: Exception, target: Target, token: imds.ManagedIdentityToken, cloud: str) -> DatabaseError:
+    # Loaded on failure only: a process that connects fine never pays for the diagnosis rules.
+    from provision.db.doctor import diagnose_connection
+
     diagnosis = diagnose_connection(error, target, imds.decode_claims(token.token), get_cloud(cloud))
     return DatabaseError(f"could not connect to {target.describe()}: {diagnosis.summary}", hint=diagnosis.hint)
 

@@ -18,6 +18,7 @@ from provision.azure import imds
 from provision.cloud import CLOUDS, Cloud
 from provision.db.target import Target, open_connection
 from provision.logs import redact
+from provision.naming import argument, on_command_line
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,9 @@ def diagnose_token(error: imds.TokenUnavailable, client_id: str | None, cloud: C
     }
     hint = error.hint or ""
     if error.cause == "resource_unknown":
-        hint = f"The token resource comes from --cloud (now {cloud.name}); pick the server's cloud: " + ", ".join(
-            known.name for known in CLOUDS.values()
+        hint = (
+            f"The token resource comes from {argument('cloud')} (now {cloud.name}); pick the server's cloud: "
+            + ", ".join(known.name for known in CLOUDS.values())
         )
     return Diagnosis("token", error.cause, error.message, evidence, hint)
 
@@ -176,8 +178,8 @@ def diagnose_connection(
         return found(
             "server_unreachable",
             f"no PostgreSQL server answered at {target.host}:{target.port}",
-            "Check --host and --port, and that the server's networking (firewall rules, private endpoint,"
-            " virtual network) lets this VM in.",
+            f"Check {argument('host')} and {argument('port')}, and that the server's networking (firewall rules,"
+            " private endpoint, virtual network) lets this VM in.",
         )
     if FIREWALL.search(said):
         return found(
@@ -204,23 +206,22 @@ def diagnose_connection(
         return found(
             "single_server_user",
             f"Single Server wants the user as ROLE@SERVERNAME, not {target.user!r}",
-            f"Pass --user {target.user}@{_server_name(target.host) or 'SERVERNAME'}.",
+            f"Pass {argument('user', target.user + '@' + (_server_name(target.host) or 'SERVERNAME'))}.",
         )
     if _DATABASE_MISSING.search(said):
         return found(
             "database_missing",
             f"the login worked, but there is no database {target.database!r}",
-            "Pass --database with an existing database (every server has postgres).",
+            f"Pass {argument('database')} with an existing database (every server has postgres).",
         )
-    where = f"--host {target.host}" + (f" --port {target.port}" if target.port != 5432 else "")
     oid = claims.oid if claims and claims.oid else "OID"
-    remap = f"`provision role create {where} --admin-user ADMIN --name {role} --object-id {oid} --replace`"
+    remap = _role_command("create", target, role, ("object-id", oid), ("replace", None))
     if _OID_MISMATCH.search(said):
         return found(
             "oid_mismatch",
             f"role {role!r} is mapped to another Entra object than this token's identity (oid {oid})",
-            f"Use the identity the role was made for (--client-id), or see its object id with `provision role"
-            f" show {where} --admin-user ADMIN --name {role}` and map the role to this identity with {remap}.",
+            f"Use the identity the role was made for ({argument('client_id')}), or see its object id with"
+            f" {_role_command('show', target, role)} and map the role to this identity with {remap}.",
             *_claim_evidence(claims),
         )
     if _APP_TOKEN_FOR_USER.search(said):
@@ -260,14 +261,15 @@ def diagnose_connection(
     appid, oid = (claims.appid, claims.oid) if claims and claims.appid and claims.oid else ("APPID", "OID")
     hint = (
         f"The role {role!r} must exist and be mapped to this identity: compare the token's oid (Flexible Server)"
-        f" or appid (Single Server) with `provision role show {where} --admin-user ADMIN --name {role}`"
+        f" or appid (Single Server) with {_role_command('show', target, role)}"
         " (on Single Server it shows the client id provision recorded; the password itself cannot be read back)."
-        f" To map the role to this identity: `provision role create {where} --admin-user ADMIN --name {role}"
-        f" --client-id {appid} --object-id {oid} --replace`."
+        " To map the role to this identity: "
+        + _role_command("create", target, role, ("client-id", appid), ("object-id", oid), ("replace", None))
+        + "."
     )
     server = _server_name(target.host)
     if server and "@" not in target.user:
-        hint += f" On a Single Server the user is ROLE@SERVERNAME: --user {target.user}@{server}."
+        hint += f" On a Single Server the user is ROLE@SERVERNAME: {argument('user', f'{target.user}@{server}')}."
     return found(
         "token_rejected",
         f"the server rejected the token for {target.user!r}: the role is missing or mapped to another identity",
@@ -314,8 +316,8 @@ def _cloud_hint(said: str, cloud: Cloud) -> str:
         (known.name for known in CLOUDS.values() if wanted and known.database_resource == wanted[1].rstrip("/")), None
     )
     if owner and owner != cloud.name:
-        return f"Pass --cloud {owner} (now {cloud.name}): the token resource follows the cloud."
-    return f"Pick the server's cloud with --cloud (now {cloud.name}); the token resource follows it."
+        return f"Pass {argument('cloud', owner)} (now {cloud.name}): the token resource follows the cloud."
+    return f"Pick the server's cloud with {argument('cloud')} (now {cloud.name}); the token resource follows it."
 
 
 def _server_cloud(host: str) -> str | None:
@@ -329,16 +331,39 @@ def _server_name(host: str) -> str | None:
 
 def _tls_hint(said: str, target: Target) -> str:
     if "SSL connection is required" in said:
-        return "The server takes TLS connections only: use --sslmode verify-full (the default)."
+        return f"The server takes TLS connections only: use {argument('sslmode', 'verify-full')} (the default)."
     if "does not support SSL" in said:
-        return "The server offers no TLS. Azure servers always do: check --host and --port."
+        return f"The server offers no TLS. Azure servers always do: check {argument('host')} and {argument('port')}."
     if "root certificate file" in said:
-        return f"--sslrootcert {target.trust_store} cannot be read: pass the CA certificate file of the server."
+        return (
+            f"{target.trust_store} ({argument('sslrootcert')}) cannot be read: pass the CA certificate file of"
+            " the server."
+        )
     return (
         f"The server's certificate does not verify against {target.trust_store or 'the trusted CAs'}, or its name"
-        " is not --host: this may not be the server you meant. Use the server's full host name, and --sslrootcert"
-        " with the CA that signed its certificate if it is not a public one (Azure's chain to DigiCert Global"
-        " Root G2 and Microsoft RSA Root Certificate Authority 2017, in the system store)."
+        f" is not {argument('host')}: this may not be the server you meant. Use the server's full host name, and"
+        f" {argument('sslrootcert')} with the CA that signed its certificate if it is not a public one (Azure's"
+        " chain to DigiCert Global Root G2 and Microsoft RSA Root Certificate Authority 2017, in the system store)."
+    )
+
+
+def _role_command(verb: str, target: Target, role: str, *options: tuple[str, str | None]) -> str:
+    """The `provision role` command the server's Entra admin runs to see or fix a role: its whole command
+    line from the CLI; from the library, whose caller passes no options, the command and the values."""
+    values = [
+        ("host", target.host),
+        *([("port", str(target.port))] if target.port != 5432 else []),
+        ("admin-user", "ADMIN"),
+        ("name", role),
+        *options,
+    ]
+    if on_command_line():
+        line = " ".join(f"--{option}" if value is None else f"--{option} {value}" for option, value in values)
+        return f"`provision role {verb} {line}`"
+    return (
+        f"`provision role {verb}` ("
+        + ", ".join(option if value is None else f"{option} {value}" for option, value in values)
+        + ")"
     )
 
 

@@ -7,16 +7,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from provision import validate
 from provision.azure import imds
 from provision.cloud import get_cloud
-from provision.db.target import Target
+from provision.db.target import Target, trust_store_for
 from provision.errors import InvalidInput
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
 
 # A user-assigned identity's resource id: .../providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME.
 _USER_ASSIGNED = re.compile(r".*/providers/microsoft\.managedidentity/userassignedidentities/(?P<name>[^/]+)/?", re.I)
@@ -53,14 +54,25 @@ def user_from_claims(claims: imds.TokenClaims | None) -> str:
     )
 
 
-def token_source(client_id: str | None, credential: TokenCredential | None) -> str | None:
-    """Check who gives the tokens: a credential, or a managed identity of this VM. Returns the client id."""
+def token_source(
+    client_id: str | None, credential: TokenCredential | AsyncTokenCredential | None, *, asynchronous: bool = False
+) -> str | None:
+    """Check who gives the tokens: a credential, or a managed identity of this VM. Returns the client id.
+
+    `asynchronous`: for coroutines, which also take an AsyncTokenCredential (azure.identity.aio); code
+    that blocks cannot await one."""
     if credential is not None and client_id is not None:
         raise InvalidInput("client_id picks a managed identity of this VM: leave it out when passing credential=")
     if credential is not None and not callable(getattr(credential, "get_token", None)):
         raise InvalidInput(
             f"credential {type(credential).__name__}: expected an azure-identity TokenCredential"
             " (an object with get_token), e.g. DefaultAzureCredential()"
+        )
+    if not asynchronous and imds.is_async_credential(credential):
+        raise InvalidInput(
+            f"credential {type(credential).__name__}: an async credential (azure.identity.aio) cannot be awaited"
+            " here; pass its sync twin from azure.identity, or use connect_async, async_pool,"
+            " create_async_engine or access_token_async"
         )
     return validate.optional_guid(client_id, "client_id")
 
@@ -98,7 +110,8 @@ class TokenLogin:
     """Where to log in and with which identity; validated when made, before any token is requested.
 
     `user` None: derived from each token (`user_from_claims`). `credential` None: the VM's managed
-    identity `client_id` (None: its system-assigned identity) through IMDS."""
+    identity `client_id` (None: its system-assigned identity) through IMDS. `asynchronous`: for
+    coroutines (token_async), which also take an AsyncTokenCredential."""
 
     host: str
     user: str | None = None
@@ -108,8 +121,9 @@ class TokenLogin:
     port: int = 5432
     sslmode: str = "verify-full"
     sslrootcert: str | None = None
-    credential: TokenCredential | None = field(default=None, repr=False)
+    credential: TokenCredential | AsyncTokenCredential | None = field(default=None, repr=False)
     single_server: bool | str = False
+    asynchronous: bool = False
     resource: str = field(init=False)
     server: str | None = field(init=False)
 
@@ -123,12 +137,17 @@ class TokenLogin:
             raise InvalidInput(f"database {self.database!r}: expected a database name")
         if self.sslrootcert not in (None, "system") and not Path(str(self.sslrootcert)).is_file():
             raise InvalidInput(f"sslrootcert {self.sslrootcert!r}: no such file (expected the server's CA certificate)")
-        object.__setattr__(self, "client_id", token_source(self.client_id, self.credential))
+        trust_store_for(self.sslmode, self.sslrootcert)  # no CA bundle, or no PGSSLROOTCERT file: before any token
+        object.__setattr__(
+            self, "client_id", token_source(self.client_id, self.credential, asynchronous=self.asynchronous)
+        )
         object.__setattr__(self, "resource", get_cloud(self.cloud).database_resource)
         object.__setattr__(self, "server", single_server_name(self.host, self.single_server))
 
     def token(self, min_validity: float = imds.MIN_VALIDITY) -> imds.ManagedIdentityToken:
-        return imds.access_token(self.resource, self.client_id, min_validity, self.credential)
+        return imds.access_token(
+            self.resource, self.client_id, min_validity, cast("TokenCredential | None", self.credential)
+        )
 
     async def token_async(self, min_validity: float = imds.MIN_VALIDITY) -> imds.ManagedIdentityToken:
         return await imds.access_token_async(self.resource, self.client_id, min_validity, self.credential)

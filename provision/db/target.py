@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from provision import deadline, validate
 from provision.errors import InvalidInput
+from provision.naming import argument
 
 if TYPE_CHECKING:
     import psycopg
@@ -44,10 +45,10 @@ class Target:
         validate.port(self.port)
         validate.sslmode(self.sslmode)
         if not self.user:
-            raise InvalidInput("--user: a user name cannot be empty")
+            raise InvalidInput(f"{argument('user')}: a user name cannot be empty")
         if not self.database or "\x00" in self.database:
-            raise InvalidInput(f"--database {self.database!r}: expected a database name")
-        object.__setattr__(self, "trust_store", _trust_store(self.sslmode, self.sslrootcert))
+            raise InvalidInput(f"{argument('database', repr(self.database))}: expected a database name")
+        object.__setattr__(self, "trust_store", trust_store_for(self.sslmode, self.sslrootcert))
 
     @property
     def unverified_warning(self) -> str | None:
@@ -60,9 +61,9 @@ class Target:
             else "the server's host name is not checked, so any server with a certificate from a trusted CA passes"
         )
         return (
-            f"--sslmode {self.sslmode}: {gap}. A server posing as {self.host} would receive the password: an access"
-            " token is a bearer credential that every server in the tenant accepts until it expires."
-            " Use --sslmode verify-full (the default)."
+            f"{argument('sslmode', self.sslmode)}: {gap}. A server posing as {self.host} would receive the password:"
+            " an access token is a bearer credential that every server in the tenant accepts until it expires."
+            f" Use {argument('sslmode', 'verify-full')} (the default)."
         )
 
     def connect_kwargs(self, password: str) -> dict[str, Any]:
@@ -128,16 +129,20 @@ def system_trust_store() -> str | None:
     return str(certifi.where())
 
 
-def _trust_store(sslmode: str, sslrootcert: str | None) -> str | None:
+def trust_store_for(sslmode: str, sslrootcert: str | None) -> str | None:
+    """The CA file libpq verifies the server with (None: sslmode require and no CA given); InvalidInput
+    when there is none to verify with, or the file named does not exist."""
     given = sslrootcert or os.environ.get("PGSSLROOTCERT") or None
     if given == "system" or (given is None and sslmode != "require"):
         store = system_trust_store()
         if store is None:
             raise InvalidInput(
-                f"--sslmode {sslmode}: this machine has no CA bundle to verify the server with;"
-                " pass --sslrootcert (or PGSSLROOTCERT) with the CA file (for Azure: DigiCert Global Root G2)"
+                f"{argument('sslmode', sslmode)}: this machine has no CA bundle to verify the server with;"
+                f" pass {argument('sslrootcert')} (or PGSSLROOTCERT) with the CA file"
+                " (for Azure: DigiCert Global Root G2)"
             )
         return store
     if given is not None and not Path(given).is_file():
-        raise InvalidInput(f"--sslrootcert {given!r}: no such file (expected the CA certificate of the server)")
+        source = argument("sslrootcert", repr(given)) if given == sslrootcert else f"PGSSLROOTCERT {given!r}"
+        raise InvalidInput(f"{source}: no such file (expected the CA certificate of the server)")
     return given

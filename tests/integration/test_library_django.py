@@ -16,6 +16,13 @@ pytestmark = pytest.mark.integration
 django = pytest.importorskip("django")
 
 
+class AsyncCredential:
+    """An AsyncTokenCredential's shape (azure.identity.aio): Django's backend blocks, so it cannot await it."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        raise AssertionError("never awaited")
+
+
 @pytest.fixture
 def world(fresh_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> LibraryWorld:
     from django.conf import settings
@@ -98,6 +105,7 @@ def test_a_persistent_connection_reopened_after_its_token_expired_gets_a_new_one
         ({"OPTIONS": {"client_id": "nope"}}, "client_id 'nope': expected a GUID"),
         ({"OPTIONS": {"sslmode": "disable"}}, "sslmode disable: refused"),
         ({"HOST": ""}, "host '': expected a host name"),
+        ({"OPTIONS": {"credential": AsyncCredential()}}, r"credential AsyncCredential: an async credential"),
     ],
 )
 def test_bad_settings_are_refused_before_any_token(world: LibraryWorld, settings: Any, message: str) -> None:

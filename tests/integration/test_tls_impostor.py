@@ -200,5 +200,5 @@ def test_the_library_warns_under_sslmode_require(
             impostor.host, "myuser", client_id=EXISTING_CLIENT_ID, port=int(impostor.port), sslmode="require"
         )
 
-    assert "--sslmode require: the server's certificate is not verified" in caplog.text
+    assert "sslmode=require: the server's certificate is not verified" in caplog.text
     assert JWT.search(impostor.received)

@@ -670,7 +670,7 @@ def test_the_connected_admin_is_never_the_role_created(flavor: str) -> None:
 
 def budget(seconds: float | None, remaining: float | None = None) -> Deadline:
     clock = iter([0.0] + [(seconds or 0) - (remaining if remaining is not None else seconds or 0)] * 10)
-    return Deadline(seconds, clock=lambda: next(clock))
+    return Deadline(seconds, clock=lambda: next(clock), option="--timeout")  # a command's budget
 
 
 def test_waits_keep_their_fixed_bounds_without_a_budget_and_shrink_to_what_is_left() -> None:

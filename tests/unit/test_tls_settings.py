@@ -9,14 +9,22 @@ import subprocess
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from provision import deadline, validate
+from provision import deadline, naming, validate
 from provision.cloud import get_cloud
 from provision.db import admin, connect, doctor, target
 from provision.db.target import KEEPALIVES, Target, system_trust_store
 from provision.errors import DatabaseError, InvalidInput, TimedOut
+
+
+@pytest.fixture(autouse=True)
+def command_line() -> Any:
+    """These are the rules of the commands (check, psql, role): their messages name their options."""
+    with naming.command_line():
+        yield
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
+from provision import naming
 from provision.azure import imds
 from provision.cli import cli
 from provision.cloud import get_cloud
@@ -35,6 +36,13 @@ def make_token(**claims: Any) -> str:
 
 
 TOKEN = make_token()
+
+
+@pytest.fixture(autouse=True)
+def command_line() -> Any:
+    """The diagnoses here are `provision check`'s: they name its options, as within a command."""
+    with naming.command_line():
+        yield
 
 
 class StubImds:

@@ -297,7 +297,7 @@ def test_no_system_assigned_identity(fake_imds: FakeImds) -> None:
         imds.access_token(RESOURCE)
 
     assert raised.value.cause == "identity_not_found"
-    assert "--client-id" in str(raised.value)
+    assert "client_id=" in str(raised.value)
 
 
 def test_several_user_assigned_identities_need_a_client_id(fake_imds: FakeImds) -> None:
@@ -311,7 +311,7 @@ def test_several_user_assigned_identities_need_a_client_id(fake_imds: FakeImds) 
         imds.access_token(RESOURCE)
 
     assert raised.value.cause == "identity_ambiguous"
-    assert "--client-id" in str(raised.value)
+    assert "client_id=" in str(raised.value)
 
 
 def test_unknown_resource(fake_imds: FakeImds) -> None:
@@ -588,7 +588,7 @@ def test_connect_failure_explains_the_cause(fake_imds: FakeImds, monkeypatch: py
 
     message = str(raised.value)
     assert message.startswith("could not connect to u@h.example:5432/postgres: the server rejected the token")
-    assert "provision role show --host h.example" in message
+    assert "`provision role show` (host h.example, admin-user ADMIN, name u)" in message
     assert isinstance(raised.value.__cause__, psycopg.OperationalError)
 
 
