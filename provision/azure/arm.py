@@ -9,6 +9,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -104,10 +105,10 @@ class Arm:
 
     @functools.cached_property
     def credential(self) -> TokenCredential:
-        """One credential for every client, so the credential chain runs (and caches its token) once."""
-        from provision.azure.credentials import default_credential
+        """One credential for every client, so the credential chain runs, and a token is fetched, once."""
+        from provision.azure.credentials import SharedToken, default_credential
 
-        return self._closed_on_exit(default_credential())
+        return self._closed_on_exit(SharedToken(default_credential()))
 
     def _client_options(self) -> dict[str, Any]:
         return {
@@ -134,6 +135,16 @@ class Arm:
         from azure.mgmt.postgresqlflexibleservers import PostgreSQLManagementClient
 
         return self._closed_on_exit(PostgreSQLManagementClient(**self._client_options()))
+
+
+def concurrently(*reads: Callable[[], Any]) -> list[Any]:
+    """The results of independent reads (a round trip each) made at once, in order. The first read runs in
+    this thread, where Ctrl-C lands; when several fail, the error of the earliest is raised, as if they had
+    run one after the other."""
+    with ThreadPoolExecutor(max_workers=max(1, len(reads) - 1), thread_name_prefix="provision-read") as pool:
+        others = [pool.submit(read) for read in reads[1:]]
+        first = reads[0]()
+        return [first, *(future.result() for future in others)]
 
 
 def _scope(audience: str) -> str:
