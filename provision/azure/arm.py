@@ -7,9 +7,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -139,12 +139,27 @@ class Arm:
 
 def concurrently(*reads: Callable[[], Any]) -> list[Any]:
     """The results of independent reads (a round trip each) made at once, in order. The first read runs in
-    this thread, where Ctrl-C lands; when several fail, the error of the earliest is raised, as if they had
-    run one after the other."""
-    with ThreadPoolExecutor(max_workers=max(1, len(reads) - 1), thread_name_prefix="provision-read") as pool:
-        others = [pool.submit(read) for read in reads[1:]]
-        first = reads[0]()
-        return [first, *(future.result() for future in others)]
+    this thread; when several fail, the error of the earliest is raised, as if they had run one after the
+    other. The others run in daemon threads: Ctrl-C ends the command without waiting for a read in flight."""
+    results: list[Any] = [None] * len(reads)
+    errors: list[BaseException | None] = [None] * len(reads)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = reads[index]()
+        except BaseException as error:  # handed to the calling thread, which raises it
+            errors[index] = error
+
+    others = [threading.Thread(target=run, args=(i,), name="provision-read", daemon=True) for i in range(1, len(reads))]
+    for thread in others:
+        thread.start()
+    results[0] = reads[0]()
+    for thread in others:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
 def _scope(audience: str) -> str:

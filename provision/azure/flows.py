@@ -71,9 +71,13 @@ def assign(
     on_wait: Waiter = None,
 ) -> Result:
     result = Result(dry_run=dry_run)
-    identity = _existing(msi, arm, resource_group, name)
+    # Independent reads, made at once; the identity's error (it does not exist) wins, as when it was read first.
+    identity, state = concurrently(
+        lambda: _existing(msi, arm, resource_group, name),
+        lambda: machines.read_settled(compute, arm, machine, on_wait),
+    )
     result.fields.update(identity.fields())
-    _attach(result, arm, compute, machine, identity.id, dry_run, on_wait, None)
+    _attach(result, arm, compute, machine, identity.id, dry_run, on_wait, state)
     return result
 
 

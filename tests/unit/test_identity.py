@@ -359,7 +359,16 @@ def test_the_machine_error_wins_when_both_reads_fail(clients: Clients) -> None:
     assert clients.writes() == []
 
 
-def test_the_machine_and_the_identity_are_read_at_once(clients: Clients) -> None:
+def test_assign_shows_the_missing_identity_first_when_both_reads_fail(clients: Clients) -> None:
+    clients.identities.get.side_effect = not_found()
+    clients.vms.get.side_effect = not_found()
+    result = run("identity", "assign", "-g", RG, "-n", "myManagedIdentity", "--vm", "myVM")
+    assert result.exit_code == 1 and "identity myManagedIdentity was not found" in result.output
+    assert "provision identity create" in result.output and clients.writes() == []
+
+
+@pytest.mark.parametrize("command", ["create", "assign"])
+def test_the_machine_and_the_identity_are_read_at_once(clients: Clients, command: str) -> None:
     """Each read waits until the other has started: read one after the other, the first would time out."""
     started = {"vm": threading.Event(), "identity": threading.Event()}
 
@@ -372,8 +381,9 @@ def test_the_machine_and_the_identity_are_read_at_once(clients: Clients) -> None
     clients.vms.get.side_effect = lambda *a, **k: read("vm", "identity", vm({"type": "UserAssigned"}))
     clients.identities.get.side_effect = lambda *a, **k: read("identity", "vm", identity_model())
     clients.vms.begin_update.return_value = done(vm(None))
-    result = create_vm()
+    result = run("identity", command, "-g", RG, "-n", "myManagedIdentity", "--vm", "myVM")
     assert result.exit_code == 0, result.output
+    assert clients.vms.get.call_count == 1  # the settled state read at once is the one the PATCH is decided on
 
 
 def test_missing_resource_group_is_named(clients: Clients) -> None:
