@@ -138,9 +138,10 @@ class Arm:
 
 
 def concurrently(*reads: Callable[[], Any]) -> list[Any]:
-    """The results of independent reads (a round trip each) made at once, in order. The first read runs in
-    this thread; when several fail, the error of the earliest is raised, as if they had run one after the
-    other. The others run in daemon threads: Ctrl-C ends the command without waiting for a read in flight."""
+    """The results of independent reads (one request each, so bounded by its timeouts) made at once, in order.
+    The first read runs in this thread; when several fail, the error of the earliest is raised, as if they had
+    run one after the other, once the others are done. The others run in daemon threads: Ctrl-C ends the
+    command without waiting for a read in flight."""
     results: list[Any] = [None] * len(reads)
     errors: list[BaseException | None] = [None] * len(reads)
 
@@ -153,7 +154,12 @@ def concurrently(*reads: Callable[[], Any]) -> list[Any]:
     others = [threading.Thread(target=run, args=(i,), name="provision-read", daemon=True) for i in range(1, len(reads))]
     for thread in others:
         thread.start()
-    results[0] = reads[0]()
+    try:
+        results[0] = reads[0]()
+    except Exception:
+        for thread in others:
+            thread.join()
+        raise
     for thread in others:
         thread.join()
     for error in errors:

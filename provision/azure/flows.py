@@ -72,9 +72,10 @@ def assign(
 ) -> Result:
     result = Result(dry_run=dry_run)
     # Independent reads, made at once; the identity's error (it does not exist) wins, as when it was read first.
+    # A machine read while an operation runs on it is read again until settled, by the attach step.
     identity, state = concurrently(
         lambda: _existing(msi, arm, resource_group, name),
-        lambda: machines.read_settled(compute, arm, machine, on_wait),
+        lambda: machines.read_machine(compute, arm, machine),
     )
     result.fields.update(identity.fields())
     _attach(result, arm, compute, machine, identity.id, dry_run, on_wait, state)

@@ -367,6 +367,21 @@ def test_assign_shows_the_missing_identity_first_when_both_reads_fail(clients: C
     assert "provision identity create" in result.output and clients.writes() == []
 
 
+def test_a_failed_first_read_returns_once_the_other_read_is_done(clients: Clients) -> None:
+    """No read is left running after the command (a read of a busy machine would go on polling)."""
+    finished: list[str] = []
+
+    def slow_machine_read(*args: Any, **kwargs: Any) -> Any:
+        threading.Event().wait(0.2)
+        finished.append("vm")
+        return vm(None)
+
+    clients.identities.get.side_effect = not_found()
+    clients.vms.get.side_effect = slow_machine_read
+    result = run("identity", "assign", "-g", RG, "-n", "myManagedIdentity", "--vm", "myVM")
+    assert result.exit_code == 1 and finished == ["vm"]
+
+
 @pytest.mark.parametrize("command", ["create", "assign"])
 def test_the_machine_and_the_identity_are_read_at_once(clients: Clients, command: str) -> None:
     """Each read waits until the other has started: read one after the other, the first would time out."""
