@@ -152,7 +152,12 @@ def _refuse_foreign_role(
 
 
 def delete_identity(
-    arm: Arm, msi: ManagedServiceIdentityClient, binding: Binding, dry_run: bool, warn: Callable[[str], None]
+    arm: Arm,
+    msi: ManagedServiceIdentityClient,
+    binding: Binding,
+    dry_run: bool,
+    warn: Callable[[str], None],
+    machines: Callable[[], identities.Listing] | None = None,
 ) -> Action:
     """Delete the identity only when provision created it (its tag says so)."""
     current = identities.read_identity(msi, arm, binding.resource_group, binding.identity)
@@ -161,7 +166,7 @@ def delete_identity(
         return Action("noop", target, "does not exist")
     if current.tags.get(identities.CREATED_BY_TAG) != CREATED_BY[identities.CREATED_BY_TAG]:
         return Action("noop", target, f"kept: provision did not create it (no tag {identities.CREATED_BY_TAG})")
-    _, action = identities.delete_identity(msi, arm, binding.resource_group, binding.identity, dry_run, warn)
+    _, action = identities.delete_identity(msi, arm, binding.resource_group, binding.identity, dry_run, warn, machines)
     return action
 
 

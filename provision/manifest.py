@@ -587,11 +587,13 @@ def destroy(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions)
         for member in members:
             member.actions.append(applied.action)
 
+    listed = identities.MachineListing(compute, arm)  # one listing for every delete, made after the detaches
+
     def delete(_: Any, members: list[Outcome]) -> None:
         # Only once every binding of the identity is undone: another machine may still use it otherwise.
         if len(members) == sum(1 for o in run.outcomes if _identity_key(o) == _identity_key(members[0])):
             warnings: list[str] = []
-            action = bind_.delete_identity(arm, msi, members[0].entry.binding, dry_run, warnings.append)
+            action = bind_.delete_identity(arm, msi, members[0].entry.binding, dry_run, warnings.append, listed)
             members[0].actions.append(action)
             members[0].warnings.extend(warnings)
         for member in members:

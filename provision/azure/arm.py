@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,10 +105,10 @@ class Arm:
 
     @functools.cached_property
     def credential(self) -> TokenCredential:
-        """One credential for every client, so the credential chain runs (and caches its token) once."""
-        from provision.azure.credentials import default_credential
+        """One credential for every client, so the credential chain runs, and a token is fetched, once."""
+        from provision.azure.credentials import SharedToken, default_credential
 
-        return self._closed_on_exit(default_credential())
+        return self._closed_on_exit(SharedToken(default_credential()))
 
     def _client_options(self) -> dict[str, Any]:
         return {
@@ -134,6 +135,37 @@ class Arm:
         from azure.mgmt.postgresqlflexibleservers import PostgreSQLManagementClient
 
         return self._closed_on_exit(PostgreSQLManagementClient(**self._client_options()))
+
+
+def concurrently(*reads: Callable[[], Any]) -> list[Any]:
+    """The results of independent reads (one request each, so bounded by its timeouts) made at once, in order.
+    The first read runs in this thread; when several fail, the error of the earliest is raised, as if they had
+    run one after the other, once the others are done. The others run in daemon threads: Ctrl-C ends the
+    command without waiting for a read in flight."""
+    results: list[Any] = [None] * len(reads)
+    errors: list[BaseException | None] = [None] * len(reads)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = reads[index]()
+        except BaseException as error:  # handed to the calling thread, which raises it
+            errors[index] = error
+
+    others = [threading.Thread(target=run, args=(i,), name="provision-read", daemon=True) for i in range(1, len(reads))]
+    for thread in others:
+        thread.start()
+    try:
+        results[0] = reads[0]()
+    except Exception:
+        for thread in others:
+            thread.join()
+        raise
+    for thread in others:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
 def _scope(audience: str) -> str:

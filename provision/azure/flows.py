@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from provision.azure import identities, machines
-from provision.azure.arm import Arm, resource_group_location
+from provision.azure.arm import Arm, concurrently, require_location, resource_group_location
 from provision.azure.machines import Machine, MachineState
 from provision.errors import NotFound
 from provision.plan import Result
@@ -33,18 +33,31 @@ def create(
     dry_run: bool,
     on_wait: Waiter = None,
 ) -> Result:
+    """Create the identity if missing (in `location`, as validated; None: the resource group's region) and attach
+    it to `machine`. A region is checked against the subscription's unless the answer is already known."""
     result = Result(dry_run=dry_run)
-    # Read the machine first: a typo in its name must not leave an orphan identity behind.
-    state = machines.read_machine(compute, arm, machine) if machine else None
-    current = identities.read_identity(msi, arm, resource_group, name)
+    # The machine is read before anything is written: a typo in its name must not leave an orphan identity
+    # behind. Its read and the identity's are independent, so they are made at once.
+    state, current = concurrently(
+        lambda: machines.read_machine(compute, arm, machine) if machine else None,
+        lambda: identities.read_identity(msi, arm, resource_group, name),
+    )
     if location is None:
         location = current.location if current else resource_group_location(compute, arm, resource_group)
+    elif not region_known(location, current, state):
+        require_location(compute, arm, location)
     identity, action = identities.ensure_identity(msi, arm, resource_group, name, location, tags, dry_run, current)
     result.add(action)
     result.fields.update(identity.fields())
     if machine is not None:
         _attach(result, arm, compute, machine, identity.id, dry_run, on_wait, state)
     return result
+
+
+def region_known(location: str, identity: identities.Identity | None, state: MachineState | None) -> bool:
+    """Whether the subscription is known to offer `location` without asking: the identity or the machine,
+    just read, is there (a made-up region still gets the subscription's list of locations)."""
+    return any(found is not None and found.location.replace(" ", "").lower() == location for found in (identity, state))
 
 
 def assign(
@@ -58,9 +71,14 @@ def assign(
     on_wait: Waiter = None,
 ) -> Result:
     result = Result(dry_run=dry_run)
-    identity = _existing(msi, arm, resource_group, name)
+    # Independent reads, made at once; the identity's error (it does not exist) wins, as when it was read first.
+    # A machine read while an operation runs on it is read again until settled, by the attach step.
+    identity, state = concurrently(
+        lambda: _existing(msi, arm, resource_group, name),
+        lambda: machines.read_machine(compute, arm, machine),
+    )
     result.fields.update(identity.fields())
-    _attach(result, arm, compute, machine, identity.id, dry_run, on_wait, None)
+    _attach(result, arm, compute, machine, identity.id, dry_run, on_wait, state)
     return result
 
 

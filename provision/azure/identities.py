@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -161,16 +162,20 @@ def delete_identity(
     name: str,
     dry_run: bool,
     warn: Callable[[str], None],
+    machines: Callable[[], Listing] | None = None,
 ) -> tuple[Identity | None, Action]:
     """Delete the identity. Refused while a VM or scale set uses it for disk encryption (its disks would
     become unreadable); while it is merely attached somewhere it is deleted, as Azure allows, with a warning
     naming those machines: they keep a dangling reference and can no longer get its tokens, which may well
-    be the point (revoking access at once), but `identity remove` cleans up first."""
+    be the point (revoking access at once), but `identity remove` cleans up first.
+
+    `machines` gives the subscription's machines when the caller lists them once for many deletes
+    (MachineListing); without it they are listed here."""
     subject = _subject(resource_group, name)
     current = read_identity(msi, arm, resource_group, name)
     if current is None:
         return None, Action("noop", f"identity {name}", "does not exist")
-    users = machines_using(arm.compute_client(), arm, current.id)
+    users = users_of(current.id, machines() if machines is not None else list_machines(arm.compute_client(), arm))
     if users.encryption:
         raise Conflict(
             f"{subject} is the disk encryption identity (securityProfile.encryptionIdentity) of"
@@ -198,16 +203,36 @@ class MachineUsers:
     encryption: list[str]
 
 
-def machines_using(compute: ComputeManagementClient, arm: Arm, identity_id: str) -> MachineUsers:
+# The subscription's VMs and scale sets: (kind, wire JSON) each.
+Listing = list[tuple[str, dict[str, Any]]]
+
+
+def list_machines(compute: ComputeManagementClient, arm: Arm) -> Listing:
     """One listing of the subscription's VMs and one of its scale sets, not a read per machine."""
-    found: list[tuple[str, dict[str, Any]]] = []
+    found: Listing = []
     with errors_explained(f"the VMs and scale sets of subscription {arm.subscription}", arm, needs_role=ROLE_TO_READ):
         for kind, listing in (("VM", compute.virtual_machines), ("scale set", compute.virtual_machine_scale_sets)):
             found.extend((kind, model.as_dict()) for model in listing.list_all())
-    return users_of(identity_id, found)
+    return found
 
 
-def users_of(identity_id: str, machines: list[tuple[str, dict[str, Any]]]) -> MachineUsers:
+class MachineListing:
+    """The subscription's machines, listed when first asked for and then reused, by every thread: a destroy
+    that deletes fifty identities lists them once (after its detaches), not fifty times."""
+
+    def __init__(self, compute: ComputeManagementClient, arm: Arm) -> None:
+        self._compute, self._arm = compute, arm
+        self._lock = threading.Lock()
+        self._listed: Listing | None = None
+
+    def __call__(self) -> Listing:
+        with self._lock:
+            if self._listed is None:
+                self._listed = list_machines(self._compute, self._arm)
+            return self._listed
+
+
+def users_of(identity_id: str, machines: Listing) -> MachineUsers:
     """Which of `machines` (kind, wire JSON) list the identity, and which use it for disk encryption."""
     attached, encryption = [], []
     for kind, body in machines:

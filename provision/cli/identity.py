@@ -92,12 +92,9 @@ def create(
     region = validate.location(location) if location is not None else None
     tag_map = validate.tags(tags)
     from provision.azure import flows
-    from provision.azure.arm import require_location
 
     with open_arm(settings) as arm:
         compute = arm.compute_client()
-        if region is not None:
-            require_location(compute, arm, region)
         result = flows.create(
             arm,
             arm.identity_client(),

@@ -245,3 +245,13 @@ def test_failed_operation_exits_1_and_leaves_the_vm_as_it_was(fresh_emulator: An
     assert result.returncode == 1, result.stderr
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert machine_identities() == ("SystemAssigned, UserAssigned", [EXISTING])
+
+
+def test_create_and_attach_fetches_one_token_for_every_client(fresh_emulator: Any) -> None:
+    """The compute and identity clients read at once and share the command's token: one IMDS request."""
+    mark = fresh_emulator.mark()
+    run_json(fresh_emulator, "identity", "create", "-g", RG, "-n", "oneToken", "--vm", seed.VM_NAME, "-l", "westeurope")
+    arm = fresh_emulator.requests(since=mark, service="arm")
+    assert fresh_emulator.token_requests(since=mark) == 1
+    assert not [r for r in arm if r["path"].endswith("/locations")]  # the VM is in westeurope: no region read
+    assert [r["method"] for r in arm if r["method"] != "GET"] == ["PUT", "PATCH"]

@@ -174,6 +174,27 @@ def test_destroy_removes_what_the_file_declares_and_nothing_else(fleet: Any, tmp
     assert writes(fleet, mark) == []
 
 
+def machine_listings(emulator: Any, since: int) -> list[str]:
+    """The subscription-wide lists of VMs and scale sets sent since a mark."""
+    lists = ("/providers/Microsoft.Compute/virtualMachines", "/providers/Microsoft.Compute/virtualMachineScaleSets")
+    requests = emulator.requests(since=since, service="arm")
+    return [r["path"].rsplit("/", 1)[-1] for r in requests if r["method"] == "GET" and r["path"].endswith(lists)]
+
+
+def test_destroy_lists_the_machines_once_and_still_names_those_keeping_an_identity(fleet: Any, tmp_path: Path) -> None:
+    path = manifest(fleet, tmp_path, fleet_of(3))
+    assert run(fleet, "apply", path).returncode == 0
+    kept = fleet.run("identity", "assign", "-g", RG, "-n", "app2-id", "--vm", "vm-5")  # vm-5 is not in the file
+    assert kept.returncode == 0, kept.stderr
+    mark = fleet.mark()
+    destroyed = run(fleet, "destroy", path)
+    assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    assert sorted(machine_listings(fleet, mark)) == ["virtualMachineScaleSets", "virtualMachines"]
+    warnings = [w for binding in report(destroyed)["bindings"] for w in binding.get("warnings", [])]
+    assert len(warnings) == 1 and "identity app2-id" in warnings[0] and "VM vm-5" in warnings[0], warnings
+    assert fleet.run("identity", "show", "-g", RG, "-n", "app2-id").returncode == 1
+
+
 def test_destroy_keeps_a_declared_identity_provision_did_not_create(fleet: Any, tmp_path: Path) -> None:
     binding = {"identity": seed.EXISTING_IDENTITY_NAME, "vm": "vm-1", "role": "existing"}
     path = manifest(fleet, tmp_path, [binding])

@@ -10,10 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import writes
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +102,25 @@ def test_timeout_ends_a_command_waiting_on_a_silent_resource_manager(
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "TimedOut"
     assert error["message"].startswith("--timeout 2 s ran out while ")
+
+
+def test_a_signal_while_a_concurrent_read_hangs_ends_the_command_at_once(fresh_emulator: Any) -> None:
+    """identity create reads the VM and the identity at once; Ctrl-C while the identity's read gets no answer
+    ends the command without waiting for that read (which would outlast HANG_GUARD)."""
+    fresh_emulator.fault("latency", "*/userAssignedIdentities/*", "GET", seconds=2 * HANG_GUARD)
+    mark = fresh_emulator.mark()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provision", "identity", "create", "-g", "myResourceGroup", "-n", "hangs"]
+        + ["--vm", "myVM"],
+        env={**os.environ, **fresh_emulator.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while not any(r["path"].endswith("/virtualMachines/myVM") for r in fresh_emulator.requests(since=mark)):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    status, _, stderr = finish(process)
+    assert status == 130, stderr
+    assert writes(fresh_emulator, mark) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from typing import Any
 from unittest.mock import MagicMock, create_autospec
 
@@ -346,8 +347,58 @@ def test_missing_vm_leaves_no_orphan_identity(clients: Clients) -> None:
     result = create_vm()
     assert result.exit_code == 1
     assert "VM myVM in resource group myResourceGroup was not found" in result.output
-    clients.identities.get.assert_not_called()
     assert clients.writes() == []
+
+
+def test_the_machine_error_wins_when_both_reads_fail(clients: Clients) -> None:
+    """The two reads run at once; the machine's failure is the one shown, as when it was read first."""
+    clients.vms.get.side_effect = not_found()
+    clients.identities.get.side_effect = http_error(500, "InternalServerError")
+    result = create_vm()
+    assert result.exit_code == 1 and "VM myVM in resource group myResourceGroup was not found" in result.output
+    assert clients.writes() == []
+
+
+def test_assign_shows_the_missing_identity_first_when_both_reads_fail(clients: Clients) -> None:
+    clients.identities.get.side_effect = not_found()
+    clients.vms.get.side_effect = not_found()
+    result = run("identity", "assign", "-g", RG, "-n", "myManagedIdentity", "--vm", "myVM")
+    assert result.exit_code == 1 and "identity myManagedIdentity was not found" in result.output
+    assert "provision identity create" in result.output and clients.writes() == []
+
+
+def test_a_failed_first_read_returns_once_the_other_read_is_done(clients: Clients) -> None:
+    """No read is left running after the command (a read of a busy machine would go on polling)."""
+    finished: list[str] = []
+
+    def slow_machine_read(*args: Any, **kwargs: Any) -> Any:
+        threading.Event().wait(0.2)
+        finished.append("vm")
+        return vm(None)
+
+    clients.identities.get.side_effect = not_found()
+    clients.vms.get.side_effect = slow_machine_read
+    result = run("identity", "assign", "-g", RG, "-n", "myManagedIdentity", "--vm", "myVM")
+    assert result.exit_code == 1 and finished == ["vm"]
+
+
+@pytest.mark.parametrize("command", ["create", "assign"])
+def test_the_machine_and_the_identity_are_read_at_once(clients: Clients, command: str) -> None:
+    """Each read waits until the other has started: read one after the other, the first would time out."""
+    started = {"vm": threading.Event(), "identity": threading.Event()}
+
+    def read(mine: str, other: str, answer: Any) -> Any:
+        started[mine].set()
+        if not started[other].wait(timeout=10):
+            raise AssertionError(f"the {other} read did not start while the {mine} read was in flight")
+        return answer
+
+    clients.vms.get.side_effect = lambda *a, **k: read("vm", "identity", vm({"type": "UserAssigned"}))
+    clients.identities.get.side_effect = lambda *a, **k: read("identity", "vm", identity_model())
+    clients.vms.begin_update.return_value = done(vm(None))
+    result = run("identity", command, "-g", RG, "-n", "myManagedIdentity", "--vm", "myVM")
+    assert result.exit_code == 0, result.output
+    assert clients.vms.get.call_count == 1  # the settled state read at once is the one the PATCH is decided on
 
 
 def test_missing_resource_group_is_named(clients: Clients) -> None:
@@ -501,11 +552,49 @@ def test_bad_global_options_exit_2(clients: Clients, args: list[str], message: s
     assert clients.identities.method_calls == []
 
 
+def location_reads(clients: Clients) -> int:
+    return sum(1 for c in clients.compute.send_request.call_args_list if "/locations?" in c.args[0].url)
+
+
 def test_a_region_the_subscription_does_not_offer_exits_2_before_any_write(clients: Clients) -> None:
+    clients.vms.get.return_value = vm(None)
+    clients.identities.get.side_effect = not_found()
     result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity", "-l", "Mars North", "--vm", "myVM")
     assert result.exit_code == 2, result.output
     assert "--location 'marsnorth'" in result.output and "westeurope" in result.output
-    assert clients.writes() == [] and clients.identities.method_calls == [] and clients.vms.method_calls == []
+    assert clients.writes() == [] and location_reads(clients) == 1
+
+
+def test_a_made_up_region_is_refused_even_when_the_identity_exists_elsewhere(clients: Clients) -> None:
+    clients.identities.get.return_value = identity_model(location="westeurope")
+    result = run("identity", "create", "-g", RG, "-n", "myManagedIdentity", "-l", "atlantis")
+    assert result.exit_code == 2 and "--location 'atlantis'" in result.output
+    assert clients.writes() == [] and clients.tag_patches() == []
+
+
+@pytest.mark.parametrize("identity_exists", [True, False])
+def test_the_region_of_the_identity_or_the_machine_is_not_asked_for(clients: Clients, identity_exists: bool) -> None:
+    """Where the identity or the VM just read is, the subscription offers: no GET of its locations."""
+    clients.vms.get.return_value = vm({"type": "UserAssigned"})  # in westeurope
+    if identity_exists:
+        clients.identities.get.return_value = identity_model(location="westeurope")
+    else:
+        clients.identities.get.side_effect = not_found()
+        clients.identities.create_or_update.return_value = identity_model()
+    clients.vms.begin_update.return_value = done(vm(None))
+    result = create_vm("-l", "West Europe")
+    assert result.exit_code == 0, result.output
+    assert location_reads(clients) == 0
+
+
+def test_a_region_neither_is_in_is_checked(clients: Clients) -> None:
+    clients.vms.get.return_value = vm(None)  # in westeurope
+    clients.identities.get.side_effect = not_found()
+    clients.identities.create_or_update.return_value = identity_model(location="northeurope")
+    clients.vms.begin_update.return_value = done(vm(None))
+    result = create_vm("-l", "northeurope")
+    assert result.exit_code == 0, result.output
+    assert location_reads(clients) == 1
 
 
 def test_missing_subscription_exits_2(clients: Clients) -> None:
