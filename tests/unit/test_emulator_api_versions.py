@@ -6,6 +6,7 @@ import pytest
 
 from provision.emulator import seed
 from provision.emulator.arm import api_versions
+from provision.emulator.arm.resources import LOCATIONS
 from provision.emulator.http import ArmError
 
 SUB = f"/subscriptions/{seed.SUBSCRIPTION_ID}"
@@ -74,6 +75,75 @@ def test_resource_managers_own_api_refuses_with_invalid_api_version_parameter(pa
     assert error.code == "InvalidApiVersionParameter"
     supported = ",".join(api_versions.RESOURCE_MANAGER)
     assert error.message == f"The api-version '2024-11-30' is invalid. The supported versions are '{supported}'."
+
+
+NIC = f"{GROUP}/providers/Microsoft.Network/networkInterfaces/n"
+FLEXIBLE = f"{GROUP}/providers/Microsoft.DBforPostgreSQL/flexibleServers/{seed.FLEXIBLE_SERVER}"
+
+
+def test_the_refusal_names_every_location_as_azure_words_it() -> None:
+    """Azure/azure-cli#28496: one sentence per list, items joined by a comma and a space, each list quoted."""
+    message = refusal(NIC, "2023-10-01").message
+    assert message == (
+        f"No registered resource provider found for location '{seed.LOCATION}' and API version '2023-10-01' for type"
+        f" 'networkInterfaces'. The supported api-versions are '{', '.join(api_versions.NETWORK)}'. The supported"
+        f" locations are '{', '.join(name for name, *_ in LOCATIONS)}'."
+    )
+
+
+# Versions a type never had in azure-rest-api-specs (the network folders skip 2016-07-01, 2017-04-01 and
+# 2018-05-01; compute's VM swagger has no 2016-08-30; identities had no federated credentials in 2021-09-30-preview).
+@pytest.mark.parametrize(
+    ("path", "api_version"),
+    [
+        (NIC, "2014-12-01-preview"),
+        (NIC, "2016-07-01"),
+        (NIC, "2017-04-01"),
+        (NIC, "2018-05-01"),
+        (VM, "2016-08-30"),
+        (f"{IDENTITY}/federatedIdentityCredentials/f", "2021-09-30-preview"),
+        (FLEXIBLE, "2022-05-01-preview"),
+    ],
+)
+def test_a_version_the_specs_never_published_for_the_type_is_refused(path: str, api_version: str) -> None:
+    assert refusal(path, api_version).code == "NoRegisteredProviderFound"
+
+
+# The newest versions each spec folder publishes for the type.
+@pytest.mark.parametrize(
+    ("path", "api_version"),
+    [
+        (NIC, "2025-03-01"),
+        (NIC, "2025-09-01"),
+        (VM, "2025-11-01"),
+        (IDENTITY, "2026-05-31"),
+        (f"{IDENTITY}/federatedIdentityCredentials/f", "2026-04-30"),
+        (FLEXIBLE, "2026-01-01-preview"),
+    ],
+)
+def test_the_newest_published_versions_are_accepted(path: str, api_version: str) -> None:
+    api_versions.check(path, api_version, seed.LOCATION)
+
+
+def test_provider_lists_run_oldest_first_without_repeats() -> None:
+    for listed in (api_versions.COMPUTE, api_versions.MANAGED_IDENTITY, api_versions.NETWORK):
+        assert list(listed) == sorted(set(listed))
+    assert list(api_versions.POSTGRESQL_FLEXIBLE) == sorted(set(api_versions.POSTGRESQL_FLEXIBLE))
+
+
+def test_resource_managers_refusal_is_the_one_azure_returned() -> None:
+    """Word for word, order included, what Azure answered in ansible-collections/azure#2117 (2025-11)."""
+    assert refusal(f"{SUB}/resourcegroups/{seed.RESOURCE_GROUP}", "2023-05-01").message == (
+        "The api-version '2023-05-01' is invalid. The supported versions are '2025-04-01,2025-03-01,"
+        "2024-10-01-preview,2024-11-01,2024-08-01,2024-07-01,2024-06-01-preview,2024-03-01,2023-07-01,"
+        "2023-07-01-preview,2023-03-01-preview,2022-12-01,2022-11-01-preview,2022-09-01,2022-06-01,2022-05-01,"
+        "2022-03-01-preview,2022-01-01,2021-04-01,2021-01-01,2020-10-01,2020-09-01,2020-08-01,2020-07-01,"
+        "2020-06-01,2020-05-01,2020-01-01,2019-11-01,2019-10-01,2019-09-01,2019-08-01,2019-07-01,2019-06-01,"
+        "2019-05-10,2019-05-01,2019-03-01,2018-11-01,2018-09-01,2018-08-01,2018-07-01,2018-06-01,2018-05-01,"
+        "2018-02-01,2018-01-01,2017-12-01,2017-08-01,2017-06-01,2017-05-10,2017-05-01,2017-03-01,2016-09-01,"
+        "2016-07-01,2016-06-01,2016-02-01,2015-11-01,2015-01-01,2014-04-01-preview,2014-04-01,2014-01-01,"
+        "2013-03-01,2014-02-26,2014-04'."
+    )
 
 
 def test_the_location_named_is_the_one_given() -> None:

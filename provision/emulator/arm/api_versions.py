@@ -1,13 +1,25 @@
 """The api-versions Resource Manager accepts, per resource type, and its 400 for any other.
 
 Each provider offers a list of versions for each of its resource types; a request with another version is
-refused before the provider sees it. The lists below are the versions azure-rest-api-specs publishes for
-each type (specification/{compute,msi,network,postgresql,resources}/resource-manager), which include every
-version the pinned clients send: azure-mgmt-compute 39 (2026-04-01) and 34.1 in the Azure CLI (2024-11-01),
-the CLI's own commands (2022-11-01 ... 2025-11-01 for compute, 2022-01-01 and 2023-11-01 for network
-interfaces, 2025-05-31-preview and 2025-01-31-preview for identities), azure-mgmt-msi 7.1 (2024-11-30),
-azure-mgmt-postgresqlflexibleservers 3.0 (2026-10-01) and 3.0.0b2 in the CLI (2026-04-01-preview),
-azure-mgmt-resource 24 in the CLI (2024-11-01 resources, 2022-12-01 subscriptions).
+refused before the provider sees it. The provider lists are the versions Azure/azure-rest-api-specs publishes
+for the type, read from specification/<service>/resource-manager/readme.md tags (a tag's input-files name the
+files, hence the types, of each version) and the version folders:
+- Compute: Microsoft.Compute/ComputeRP/{stable,preview} (compute.json, later virtualMachine.json and
+  virtualMachineScaleSet.json, later ComputeRP.json) and Microsoft.Compute/Compute/stable (ComputeRP.json,
+  2024-11-01 on; Compute/main.tsp); Compute/preview/2026-11-01-preview holds WorkloadManager only.
+- Managed identities: Microsoft.ManagedIdentity/ManagedIdentity/{stable,preview} (ManagedIdentity.json);
+  federated credentials first appear in preview/2022-01-31-preview.
+- Network: Microsoft.Network/Network/readme.md, the tags whose input-files hold networkInterface.json (or the
+  single network.json of 2015-05-01-preview, 2016-03-30 and 2016-06-01, and virtualNetwork.json of the
+  TypeSpec versions from 2025-05-01); the network*.json of the -preview folders are network manager only.
+- PostgreSQL: Microsoft.DBforPostgreSQL/PostgreSQL/readme.md, the package-flexibleserver tags whose files hold
+  the servers (FlexibleServers.json, postgresql.json, openapi.json); private previews are left out.
+Every version the pinned clients send is in them: azure-mgmt-compute 39 (2026-04-01) and 34.1 in the Azure
+CLI (2024-11-01), the CLI's own commands (2022-11-01 ... 2025-11-01 for compute, 2022-01-01 and 2023-11-01 for
+network interfaces, 2025-05-31-preview and 2025-01-31-preview for identities), azure-mgmt-msi 7.1
+(2024-11-30), azure-mgmt-resource 24 in the CLI (2024-11-01 resources, 2022-12-01 subscriptions). The two
+newest PostgreSQL versions, 2026-10-01 (azure-mgmt-postgresqlflexibleservers 3.0) and 2026-04-01-preview (its
+3.0.0b2 in the CLI), are newer than the specs copy read, so they stand on those clients.
 """
 
 from __future__ import annotations
@@ -59,22 +71,15 @@ MANAGED_IDENTITY = (
     "2026-04-30",
     "2026-05-31",
 )
-# Federated identity credentials came with 2022-01-31-preview.
 FEDERATED_CREDENTIALS = MANAGED_IDENTITY[MANAGED_IDENTITY.index("2022-01-31-preview") :]
 NETWORK = (
-    "2014-12-01-preview",
     "2015-05-01-preview",
     "2015-06-15",
     "2016-03-30",
     "2016-06-01",
-    "2016-07-01",
-    "2016-08-01",
     "2016-09-01",
-    "2016-10-01",
-    "2016-11-01",
     "2016-12-01",
     "2017-03-01",
-    "2017-04-01",
     "2017-06-01",
     "2017-08-01",
     "2017-09-01",
@@ -82,9 +87,7 @@ NETWORK = (
     "2017-11-01",
     "2018-01-01",
     "2018-02-01",
-    "2018-03-01",
     "2018-04-01",
-    "2018-05-01",
     "2018-06-01",
     "2018-07-01",
     "2018-08-01",
@@ -127,6 +130,10 @@ NETWORK = (
     "2024-07-01",
     "2024-10-01",
     "2025-01-01",
+    "2025-03-01",
+    "2025-05-01",
+    "2025-07-01",
+    "2025-09-01",
 )
 POSTGRESQL_FLEXIBLE = (
     "2020-02-14-preview",
@@ -144,15 +151,19 @@ POSTGRESQL_FLEXIBLE = (
     "2025-01-01-preview",
     "2025-06-01-preview",
     "2025-08-01",
+    "2026-01-01-preview",
     "2026-04-01-preview",
     "2026-10-01",
 )
-# Resource Manager's own API (subscriptions, tenants, locations, resource groups, the resource list and tags),
-# newest first as Azure lists them: the list recorded in ansible-collections/azure#1739 (2024), with the
-# versions published since.
+# Resource Manager's own API (subscriptions, tenants, locations, resource groups, the resource list and tags)
+# answers for several spec folders at once (specification/resources/resource-manager/Microsoft.Resources/*), and
+# its list holds versions no folder has (2014-04, 2014-02-26): so the list, order included, is the one Azure
+# returned in ansible-collections/azure#2117 (2025-11); #1739 (2024) is the same list before 2024-07-01,
+# 2024-10-01-preview, 2024-11-01, 2025-03-01 and 2025-04-01 came.
 RESOURCE_MANAGER = (
     "2025-04-01",
     "2025-03-01",
+    "2024-10-01-preview",
     "2024-11-01",
     "2024-08-01",
     "2024-07-01",
@@ -232,7 +243,7 @@ def check(path: str, api_version: str, location: str) -> None:
     """Refuses an api-version the path's resource type does not offer, with Azure's 400: for a provider's type
     NoRegisteredProviderFound naming location, version, type and the supported lists (as recorded in
     Azure/azure-cli#28496 and #28368), for Resource Manager's own API InvalidApiVersionParameter (as recorded
-    in ansible-collections/azure#1739 and Azure/azure-cli#28038). A provider the emulator does not have is
+    in ansible-collections/azure#1739 and #2117). A provider the emulator does not have is
     left to the router's 404."""
     segments = [s for s in path.split("/") if s]
     lower = [s.lower() for s in segments]
