@@ -9,9 +9,10 @@ files, hence the types, of each version) and the version folders:
   2024-11-01 on; Compute/main.tsp); Compute/preview/2026-11-01-preview holds WorkloadManager only.
 - Managed identities: Microsoft.ManagedIdentity/ManagedIdentity/{stable,preview} (ManagedIdentity.json);
   federated credentials first appear in preview/2022-01-31-preview.
-- Network: Microsoft.Network/Network/readme.md, the tags whose input-files hold networkInterface.json (or the
-  single network.json of 2015-05-01-preview, 2016-03-30 and 2016-06-01, and virtualNetwork.json of the
-  TypeSpec versions from 2025-05-01); the network*.json of the -preview folders are network manager only.
+- Network interfaces: what Azure itself answered in 2024 (NoRegisteredProviderFound for eastus, recorded in
+  Azure/azure-cli#28496; the specs skip some versions Azure serves, e.g. 2016-07-01, 2020-01-01, 2021-12-01),
+  then the newer versions of Microsoft.Network/Network/readme.md whose tags hold networkInterface.json (or the
+  virtualNetwork.json of the TypeSpec versions from 2025-05-01).
 - PostgreSQL: Microsoft.DBforPostgreSQL/PostgreSQL/readme.md, the package-flexibleserver tags whose files hold
   the servers (FlexibleServers.json, postgresql.json, openapi.json); private previews are left out.
 Every version the pinned clients send is in them: azure-mgmt-compute 39 (2026-04-01) and 34.1 in the Azure
@@ -73,13 +74,19 @@ MANAGED_IDENTITY = (
 )
 FEDERATED_CREDENTIALS = MANAGED_IDENTITY[MANAGED_IDENTITY.index("2022-01-31-preview") :]
 NETWORK = (
+    "2014-12-01-preview",
     "2015-05-01-preview",
     "2015-06-15",
     "2016-03-30",
     "2016-06-01",
+    "2016-07-01",
+    "2016-08-01",
     "2016-09-01",
+    "2016-10-01",
+    "2016-11-01",
     "2016-12-01",
     "2017-03-01",
+    "2017-04-01",
     "2017-06-01",
     "2017-08-01",
     "2017-09-01",
@@ -87,7 +94,9 @@ NETWORK = (
     "2017-11-01",
     "2018-01-01",
     "2018-02-01",
+    "2018-03-01",
     "2018-04-01",
+    "2018-05-01",
     "2018-06-01",
     "2018-07-01",
     "2018-08-01",
@@ -102,6 +111,7 @@ NETWORK = (
     "2019-09-01",
     "2019-11-01",
     "2019-12-01",
+    "2020-01-01",
     "2020-03-01",
     "2020-04-01",
     "2020-05-01",
@@ -109,10 +119,14 @@ NETWORK = (
     "2020-07-01",
     "2020-08-01",
     "2020-11-01",
+    "2021-01-01",
     "2021-02-01",
     "2021-03-01",
+    "2021-04-01",
     "2021-05-01",
+    "2021-06-01",
     "2021-08-01",
+    "2021-12-01",
     "2022-01-01",
     "2022-05-01",
     "2022-07-01",
