@@ -125,3 +125,33 @@ def test_pghost_and_pguser_from_the_environment_yield_to_server(fresh_emulator: 
         fresh_emulator, "role", "list", *ON_SERVER, env={"PGHOST": "elsewhere.example", "PGUSER": "nobody"}
     )
     assert listed["flavor"] == "flexible"
+
+
+def test_role_create_with_server_dry_run_writes_nothing_and_a_rerun_is_a_no_op(fresh_emulator: Any) -> None:
+    identity = run_json(fresh_emulator, "identity", "create", "-g", RG, "-n", "app2-id", "--vm", seed.VM_NAME)
+    create = ["role", "create", *ON_SERVER, "--name", "app2", "--object-id", identity["principalId"]]
+
+    planned = fresh_emulator.run("-o", "json", "--dry-run", *create)
+    assert planned.returncode == 3, planned.stderr
+    assert json.loads(planned.stdout)["statements"], "the dry run shows the SQL it would send"
+    assert fresh_emulator.run("role", "show", *ON_SERVER, "--name", "app2").returncode == 1
+
+    assert run_json(fresh_emulator, *create)["changed"] is True
+    again = run_json(fresh_emulator, *create)
+    assert again["changed"] is False and again["statements"] == []
+
+
+def test_role_with_server_needs_read_access_to_the_server(fresh_emulator: Any) -> None:
+    # A principal with no role at the server's scope cannot read it: Azure's 403, and no database is touched.
+    subscription = f"/subscriptions/{seed.SUBSCRIPTION_ID}"
+    fresh_emulator.revoke(seed.OPERATOR_PRINCIPAL_ID, "Owner", subscription)
+    try:
+        mark = fresh_emulator.mark()
+        result = fresh_emulator.run("role", "list", *ON_SERVER)
+    finally:
+        fresh_emulator.grant(seed.OPERATOR_PRINCIPAL_ID, "Owner", subscription)
+    assert result.returncode == 1, result.stderr
+    assert "AuthorizationFailed" in result.stderr
+    assert "Microsoft.DBforPostgreSQL/flexibleServers/read" in result.stderr
+    database_tokens = [r for r in fresh_emulator.requests(mark, service="imds") if "ossrdbms" in json.dumps(r["query"])]
+    assert database_tokens == [], "no database token was asked for"
