@@ -14,6 +14,7 @@ version's emulator started once per session. `emulator` itself runs the oldest o
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -228,6 +229,19 @@ def _state_directory() -> Path:
         else:
             os.chown(directory, postgres.pw_uid, postgres.pw_gid)
     return directory
+
+
+@contextlib.contextmanager
+def separate_emulator(config: pytest.Config, *options: str) -> Iterator[EmulatorProcess]:
+    """An emulator of its own, started with `options` (a world the shared one does not have) on the oldest
+    selected PostgreSQL major; stopped, and its state removed, on exit."""
+    directory = _state_directory()
+    running = EmulatorProcess(directory, selected_versions(config)[0], *options)
+    try:
+        yield running
+    finally:
+        running.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -7,8 +7,12 @@ variables in os.environ (the `emulator_environ` fixture)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import pytest
 
 from provision.emulator import seed
 
@@ -16,8 +20,22 @@ if TYPE_CHECKING:
     import psycopg
 
 FLAVORS = ("single", "flexible")
+# The pinned third-party tools the Makefile installs into the cache, run unchanged against the emulator.
+_CACHE = Path(__file__).resolve().parents[1] / ".cache"
+AZ = _CACHE / "venv-az" / "bin" / "az"
+AZPGAUTH_PYTHON = _CACHE / "venv-azpgauth" / "bin" / "python"
 WRITE_METHODS = ("PUT", "PATCH", "DELETE")
 _PREFIX = {"single": "PROVISION_SINGLE", "flexible": "PROVISION_FLEX"}
+
+
+def require_installed(program: Path, what: str, make_target: str) -> Path:
+    """Skip when a pinned tool is not installed, except in CI (the CI variable is set), where it must be."""
+    if not program.exists():
+        where = program.parent.parent
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is missing from {where}: CI must install it (`make {make_target}`)")
+        pytest.skip(f"{what} is not installed in {where} (`make {make_target}`, which `make test` runs)")
+    return program
 
 
 def server_options(emulator: Any, flavor: str) -> list[str]:

@@ -87,7 +87,8 @@ def connect(
     Tokens are cached in the process until 5 minutes before they expire. `kw` goes to `psycopg.connect`
     (autocommit=True, row_factory=..., ...). Raises InvalidInput (bad arguments, nothing requested),
     CredentialError (no token) or DatabaseError (with the likely cause, as `provision check` explains it)."""
-    login = _login(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, kw)
+    _refuse_password(kw)
+    login = TokenLogin(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server)
     import psycopg
 
     token = login.token()
@@ -150,19 +151,9 @@ async def connect_async(
     """`connect` for asyncio: a psycopg AsyncConnection. `credential` may also be an AsyncTokenCredential
     (azure.identity.aio), awaited on the loop; a token from IMDS or a sync credential that is not cached
     is fetched in a worker thread, so the event loop never waits on the network. The cache is `connect`'s."""
-    login = _login(
-        host,
-        user,
-        database,
-        client_id,
-        cloud,
-        port,
-        sslmode,
-        sslrootcert,
-        credential,
-        single_server,
-        kw,
-        asynchronous=True,
+    _refuse_password(kw)
+    login = TokenLogin(
+        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, asynchronous=True
     )
     import psycopg
 
@@ -197,13 +188,9 @@ def pool(
     shorter, and each new one takes a token with at least that long to live (from the cache, or a
     fresh one). `kw` goes to ConnectionPool (min_size, max_size, open, name, timeout, configure, ...).
     A token is requested here first, so a missing identity fails now, not in a pool worker."""
-    login, lifetime = _pool_login(
-        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, max_lifetime, kw
-    )
-    token = login.token()
-    warn_if_unverified(login.target(token))
-    lifetime = min(lifetime, token.lifetime / 2)
-    log.info("pool for %s recycles connections after %.0f s", login.host, lifetime)
+    max_lifetime = _pool_max_lifetime(max_lifetime, kw)
+    login = TokenLogin(host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server)
+    lifetime = _recycle_after(login, login.token(), max_lifetime)
 
     def connection_kwargs() -> dict[str, Any]:
         return login.connect_kwargs(login.token(min_validity=lifetime + CONNECT_SLACK))
@@ -231,25 +218,11 @@ async def async_pool(
     """`pool` for asyncio: a psycopg_pool.AsyncConnectionPool, unopened unless `open=True` is passed
     (psycopg_pool wants `async with pool` or `await pool.open()` inside the running loop). Tokens come
     as in `connect_async`."""
-    login, lifetime = _pool_login(
-        host,
-        user,
-        database,
-        client_id,
-        cloud,
-        port,
-        sslmode,
-        sslrootcert,
-        credential,
-        single_server,
-        max_lifetime,
-        kw,
-        asynchronous=True,
+    max_lifetime = _pool_max_lifetime(max_lifetime, kw)
+    login = TokenLogin(
+        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, asynchronous=True
     )
-    token = await login.token_async()
-    warn_if_unverified(login.target(token))
-    lifetime = min(lifetime, token.lifetime / 2)
-    log.info("pool for %s recycles connections after %.0f s", login.host, lifetime)
+    lifetime = _recycle_after(login, await login.token_async(), max_lifetime)
 
     async def connection_kwargs() -> dict[str, Any]:
         return login.connect_kwargs(await login.token_async(min_validity=lifetime + CONNECT_SLACK))
@@ -259,64 +232,26 @@ async def async_pool(
     return AsyncConnectionPool(kwargs=connection_kwargs, max_lifetime=lifetime, **{"open": False, **kw})
 
 
-def _login(
-    host: str,
-    user: str | None,
-    database: str,
-    client_id: str | None,
-    cloud: str,
-    port: int,
-    sslmode: str,
-    sslrootcert: str | None,
-    credential: TokenCredential | AsyncTokenCredential | None,
-    single_server: bool | str,
-    kw: Mapping[str, Any],
-    *,
-    asynchronous: bool = False,
-) -> TokenLogin:
+def _refuse_password(kw: Mapping[str, Any]) -> None:
     if "password" in kw:
         raise InvalidInput("takes no password: the access token is the password")
-    return TokenLogin(
-        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, asynchronous
-    )
 
 
-def _pool_login(
-    host: str,
-    user: str | None,
-    database: str,
-    client_id: str | None,
-    cloud: str,
-    port: int,
-    sslmode: str,
-    sslrootcert: str | None,
-    credential: TokenCredential | AsyncTokenCredential | None,
-    single_server: bool | str,
-    max_lifetime: float,
-    kw: Mapping[str, Any],
-    *,
-    asynchronous: bool = False,
-) -> tuple[TokenLogin, float]:
+def _pool_max_lifetime(max_lifetime: float, kw: Mapping[str, Any]) -> float:
     for reserved in ("conninfo", "kwargs"):
         if reserved in kw:
             raise InvalidInput(f"the pool sets {reserved} itself: pass host, user, database and port instead")
     if not isinstance(max_lifetime, (int, float)) or max_lifetime <= 0:
         raise InvalidInput(f"max_lifetime {max_lifetime!r}: expected a number of seconds above 0")
-    login = _login(
-        host,
-        user,
-        database,
-        client_id,
-        cloud,
-        port,
-        sslmode,
-        sslrootcert,
-        credential,
-        single_server,
-        {},
-        asynchronous=asynchronous,
-    )
-    return login, float(max_lifetime)
+    return float(max_lifetime)
+
+
+def _recycle_after(login: TokenLogin, token: imds.ManagedIdentityToken, max_lifetime: float) -> float:
+    """How long a pooled connection may live: max_lifetime, or half the first token's lifetime if shorter."""
+    warn_if_unverified(login.target(token))
+    lifetime = min(max_lifetime, token.lifetime / 2)
+    log.info("pool for %s recycles connections after %.0f s", login.host, lifetime)
+    return lifetime
 
 
 def _connect_failed(error: Exception, target: Target, token: imds.ManagedIdentityToken, cloud: str) -> DatabaseError:

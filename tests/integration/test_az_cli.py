@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import AZ, require_installed
 
 from provision.emulator import seed
 from provision.emulator.arm.world import EXISTING_PRINCIPAL_ID
 from provision.emulator.keys import Authority
 from provision.emulator.stack import AZ_CLOUD_NAME
-
-AZ = Path(__file__).resolve().parents[2] / ".cache" / "venv-az" / "bin" / "az"
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +65,7 @@ class AzureCli:
 
 @pytest.fixture
 def az(fresh_emulator: Any, tmp_path: Path) -> AzureCli:
-    if not AZ.exists():
-        pytest.skip(f"the Azure CLI is not installed in {AZ.parent.parent} (`make az`, which `make test` runs)")
+    require_installed(AZ, "the Azure CLI", "az")
     return AzureCli(fresh_emulator, tmp_path / "az")
 
 

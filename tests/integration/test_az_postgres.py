@@ -6,17 +6,14 @@ authority signs (neither az nor provision in between)."""
 from __future__ import annotations
 
 import json
-import os
-import ssl
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_az_cli import AZ, AzureCli, machine_path, quick_polls
+from helpers import AZ, require_installed
+from test_az_cli import AzureCli, arm_call, quick_polls
 
 from provision.emulator import seed
-from provision.emulator.keys import Authority
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,41 +33,20 @@ ORACLE_API_VERSION = "2025-08-01"
 PERSON = ("11111111-2222-3333-4444-555555555555", "someone@contoso.com")
 
 
-def require_az() -> None:
-    """Skip without the pinned az, except in CI, where it must be there."""
-    if not AZ.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"the Azure CLI is missing from {AZ.parent.parent}: CI must install it (`make az`)")
-        pytest.skip(f"the Azure CLI is not installed in {AZ.parent.parent} (`make az`, which `make test` runs)")
-
-
 @pytest.fixture
 def az(fresh_emulator: Any, quick_polls: None, tmp_path: Path) -> AzureCli:
     """az signed in as myVM's operator; Retry-After: 1 on every answer, so that it polls each second instead of
     every 30 s."""
-    require_az()
+    require_installed(AZ, "the Azure CLI", "az")
     cli = AzureCli(fresh_emulator, tmp_path / "az")
     cli.sign_in()
     return cli
 
 
 def resource_manager(emulator: Any, method: str, path: str, body: Any = None) -> Any:
-    """A call straight to the emulated Resource Manager as the operator: the JSON answer."""
-    operator = {
-        "client_id": seed.OPERATOR_CLIENT_ID,
-        "principal_id": seed.OPERATOR_PRINCIPAL_ID,
-        "resource_id": machine_path(),
-    }
-    token = Authority.load_or_create(emulator.directory).mint_token(seed.ARM_AUDIENCE, operator, 600)[0]
-    request = urllib.request.Request(
-        f"{emulator.env['PROVISION_ARM_ENDPOINT']}{path}?api-version={ORACLE_API_VERSION}",
-        method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    context = ssl.create_default_context(cafile=emulator.env["REQUESTS_CA_BUNDLE"])
-    with urllib.request.urlopen(request, context=context, timeout=30) as response:
-        return json.loads(response.read() or b"null")
+    """A call straight to the emulated Resource Manager as the operator, at the oracle's API version: the JSON
+    answer."""
+    return arm_call(emulator, method, path, body, api_version=ORACLE_API_VERSION)
 
 
 def auth_config(emulator: Any) -> tuple[str, str]:

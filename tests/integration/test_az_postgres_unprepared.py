@@ -5,16 +5,16 @@ and the operator is an Entra admin, the operator's token logs in to nothing."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from emulator_fixtures import EmulatorProcess, _state_directory, selected_versions
+from emulator_fixtures import EmulatorProcess, separate_emulator
+from helpers import AZ, require_installed
 from test_az_cli import AzureCli
-from test_az_postgres import admins, auth_config, require_az
+from test_az_postgres import admins, auth_config
 
 from provision.emulator import seed
 
@@ -26,13 +26,8 @@ SERVER_ARGS = ("-g", RG, "-n", SERVER)
 
 @pytest.fixture(scope="module")
 def unprepared_emulator(pytestconfig: pytest.Config) -> Iterator[EmulatorProcess]:
-    directory = _state_directory()
-    running = EmulatorProcess(directory, selected_versions(pytestconfig)[0], "--flexible-entra", "disabled")
-    try:
+    with separate_emulator(pytestconfig, "--flexible-entra", "disabled") as running:
         yield running
-    finally:
-        running.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -76,7 +71,7 @@ def test_the_server_starts_without_entra_and_provision_prepares_it(unprepared: E
 
 @pytest.mark.slow
 def test_az_prepares_the_server_and_the_admin_logs_in(unprepared: EmulatorProcess, tmp_path: Path) -> None:
-    require_az()
+    require_installed(AZ, "the Azure CLI", "az")
     unprepared.fault("retry_after", count=None, retry_after=1)  # az polls each second, not every 30 s
     az = AzureCli(unprepared, tmp_path / "az")
     az.sign_in()

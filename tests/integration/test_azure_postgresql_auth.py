@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import AZPGAUTH_PYTHON, require_installed
 
 from provision.emulator import seed
-
-AZPGAUTH_PYTHON = Path(__file__).resolve().parents[2] / ".cache" / "venv-azpgauth" / "bin" / "python"
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +63,7 @@ with provision.connect(host, port=int(port), sslrootcert=ca) as conn:
 
 @pytest.fixture
 def azpgauth_python() -> Path:
-    if not AZPGAUTH_PYTHON.exists():
-        where = AZPGAUTH_PYTHON.parent.parent
-        if os.environ.get("CI"):
-            pytest.fail(f"azure-postgresql-auth is missing from {where}: CI must install it (`make azpgauth`)")
-        pytest.skip(f"azure-postgresql-auth is not installed in {where} (`make azpgauth`, which `make test` runs)")
-    return AZPGAUTH_PYTHON
+    return require_installed(AZPGAUTH_PYTHON, "azure-postgresql-auth", "azpgauth")
 
 
 def run_python(emulator: Any, python: Path | str, code: str, *args: str) -> str:

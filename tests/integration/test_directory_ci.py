@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 import pytest
-from helpers import machine_identities, writes
+from helpers import AZ, machine_identities, require_installed, writes
 
 from provision.emulator import seed
 from provision.emulator.stack import AZ_CLOUD_NAME
@@ -135,12 +135,8 @@ def test_the_cli_with_a_wrong_secret_fails_with_entras_answer_and_never_prints_t
     assert sent and all(wrong not in json.dumps(r) for r in sent)  # the request log masks it
 
 
-AZ = Path(__file__).resolve().parents[2] / ".cache" / "venv-az" / "bin" / "az"
-
-
 def test_az_login_as_the_service_principal_and_azs_answers_within_its_role(fresh_emulator: Any, tmp_path: Path) -> None:
-    if not AZ.exists():
-        pytest.skip(f"the Azure CLI is not installed in {AZ.parent.parent} (`make az`, which `make test` runs)")
+    require_installed(AZ, "the Azure CLI", "az")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AZURE_")},
         **fresh_emulator.env,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator_fixtures import EmulatorProcess, _state_directory, selected_versions
+from emulator_fixtures import EmulatorProcess, separate_emulator
 from helpers import admin_options, machine_identities, writes
 
 from provision.emulator import seed
@@ -24,13 +23,8 @@ RG = seed.RESOURCE_GROUP
 
 @pytest.fixture(scope="module")
 def fleet_emulator(pytestconfig: pytest.Config) -> Iterator[EmulatorProcess]:
-    directory = _state_directory()
-    running = EmulatorProcess(directory, selected_versions(pytestconfig)[0], "--vms", "6")
-    try:
+    with separate_emulator(pytestconfig, "--vms", "6") as running:
         yield running
-    finally:
-        running.stop()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

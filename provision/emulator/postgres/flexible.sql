@@ -95,6 +95,24 @@ LANGUAGE sql IMMUTABLE AS $function$
     SELECT '''' || replace(value, '''', '''"''"''') || ''''
 $function$;
 
+-- Azure's 15 refuses its admin "only superusers can grant role pg_execute_server_program"
+-- (MicrosoftDocs/azure-docs#87052), a check of Azure's own build; stock 15 lets a CREATEROLE role grant any
+-- role that is not a superuser (AddRoleMems, src/backend/commands/user.c), and ALTER ROLE refuses the reserved
+-- pg_* roles. So on 15 the catalog itself marks the roles that reach the server's operating system rolsuper,
+-- and 15 refuses the admin in its own words, "must be superuser to alter superusers" (42501), where Azure
+-- says the message above. The source names pg_execute_server_program only; pg_read_server_files and
+-- pg_write_server_files reach the server's files as it reaches its programs, so they get the same, the
+-- stricter choice. rolsuper is not inherited: their members are not superusers. pg_roles shows rolsuper
+-- for the three, which Azure's does not. 16+ refuse through ADMIN OPTION (below).
+DO $os_roles$
+BEGIN
+    IF pg_catalog.current_setting('server_version_num')::integer < 160000 THEN
+        UPDATE pg_catalog.pg_authid SET rolsuper = true
+        WHERE rolname IN ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files');
+    END IF;
+END
+$os_roles$;
+
 -- Azure: "Created role for <roleName>"; isAdmin makes a member of azure_pg_admin with CREATEROLE and CREATEDB.
 -- The role is created with the caller's privileges, so from PostgreSQL 16 the calling admin holds ADMIN
 -- OPTION on it (granted to a CREATEROLE creator) and may drop it, as Azure's Entra admin may
@@ -102,13 +120,7 @@ $function$;
 -- it cannot grant them (Azure/azure-service-operator#4639). Azure has since let azure_pg_admin grant some
 -- of them (DataDog/documentation#39602 cites "Improved control for azure_pg_admin") without saying which:
 -- the emulator keeps the stricter behaviour.
--- On PostgreSQL 15 the emulator is more permissive than Azure, and no faithful way was found: Azure's 15 refuses
--- the admin "only superusers can grant role pg_execute_server_program" (MicrosoftDocs/azure-docs#87052), a
--- check of Azure's own build. Stock 15 lets any CREATEROLE role grant membership in every role that is not a
--- superuser (AddRoleMems, src/backend/commands/user.c), GRANT of a role fires no event trigger, ALTER ROLE
--- refuses the reserved pg_* roles ("Cannot alter reserved roles."), so they cannot be made superuser roles, and
--- taking CREATEROLE from the admin would take the rest of its powers too. Only parsing the admin's statements
--- in the gateway could refuse it, and that would be fragile; 16+ refuse through ADMIN OPTION.
+-- On 15 the admin is refused the three roles that reach the server's operating system otherwise (above).
 CREATE FUNCTION pg_catalog.pgaadauth_create_principal_with_oid(rolename text, objectid text, objecttype text,
                                                                isadmin boolean, ismfa boolean) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $function$
