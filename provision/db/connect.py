@@ -8,7 +8,8 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, overload
 
 from provision.azure import imds
@@ -276,9 +277,46 @@ def _login(
 ) -> TokenLogin:
     if "password" in kw:
         raise InvalidInput("takes no password: the access token is the password")
-    return TokenLogin(
-        host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server, asynchronous
+    arguments = (host, user, database, client_id, cloud, port, sslmode, sslrootcert, credential, single_server)
+    key = _login_key(arguments, asynchronous)
+    with _logins_lock:
+        login = _logins.get(key) if key is not None else None
+    if login is None:
+        login = TokenLogin(*arguments, asynchronous)
+        if key is not None:
+            with _logins_lock:
+                if len(_logins) >= _LOGINS_KEPT:
+                    del _logins[next(iter(_logins))]
+                _logins[key] = login
+    return login
+
+
+# Logins already checked, by their arguments: a process that connects again and again with the same
+# arguments checks them (host, CA file, client id, ...) once. Only logins that passed are kept; a
+# caller with endlessly new arguments has the oldest forgotten.
+_LOGINS_KEPT = 64
+_logins: dict[tuple[Hashable, ...], TokenLogin] = {}
+_logins_lock = threading.Lock()
+
+
+def _login_key(arguments: tuple[Any, ...], asynchronous: bool) -> tuple[Hashable, ...] | None:
+    """What tells logins apart; None when an argument is no dictionary key (a list...), to be checked
+    afresh. Each argument with its type, since 1 == True: single_server=1 is refused where True is not.
+    A credential by identity: the login kept keeps it alive, so its id is not reused. The variables
+    pick the CA file a login settles on (trust_store_for)."""
+    *plain, credential, single_server = arguments
+    key = (
+        *((type(argument), argument) for argument in (*plain, single_server)),
+        id(credential),
+        asynchronous,
+        os.environ.get("PGSSLROOTCERT"),
+        os.environ.get("SSL_CERT_FILE"),
     )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _pool_login(
