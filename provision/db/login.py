@@ -126,6 +126,8 @@ class TokenLogin:
     asynchronous: bool = False
     resource: str = field(init=False)
     server: str | None = field(init=False)
+    # The Target of each role name this login has connected as: built (and checked) once, not per connection.
+    _targets: dict[str, Target] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate.host(self.host, "host")
@@ -155,9 +157,13 @@ class TokenLogin:
     def target(self, token: imds.ManagedIdentityToken) -> Target:
         """The connection target for a token: its user is the one given, or the token's identity."""
         user = self.user if self.user is not None else user_from_claims(imds.decode_claims(token.token))
-        return Target(
-            self.host, login_user(user, self.server), self.port, self.database, self.sslmode, self.sslrootcert
-        )
+        target = self._targets.get(user)
+        if target is None:
+            target = Target(
+                self.host, login_user(user, self.server), self.port, self.database, self.sslmode, self.sslrootcert
+            )
+            self._targets.setdefault(user, target)
+        return target
 
     def connect_kwargs(self, token: imds.ManagedIdentityToken) -> dict[str, Any]:
         """psycopg.connect keywords for one new connection with this token as the password."""
