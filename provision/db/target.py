@@ -39,8 +39,6 @@ class Target:
     sslmode: str = "verify-full"
     sslrootcert: str | None = None
     trust_store: str | None = field(init=False, default=None)
-    # What every connection to the target shares, built once: a connection adds its password and timeout.
-    _fixed_kwargs: dict[str, Any] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate.host(self.host)
@@ -51,17 +49,6 @@ class Target:
         if not self.database or "\x00" in self.database:
             raise InvalidInput(f"{argument('database', repr(self.database))}: expected a database name")
         object.__setattr__(self, "trust_store", trust_store_for(self.sslmode, self.sslrootcert))
-        self._fixed_kwargs.update(
-            host=self.host,
-            port=self.port,
-            dbname=self.database,
-            user=self.user,
-            sslmode=self.sslmode,
-            application_name="provision",
-            **KEEPALIVES,
-        )
-        if self.trust_store:
-            self._fixed_kwargs["sslrootcert"] = self.trust_store
 
     @property
     def unverified_warning(self) -> str | None:
@@ -83,12 +70,21 @@ class Target:
         """Keyword arguments for psycopg.connect. The password travels here, never in a conninfo string."""
         budget = deadline.current()
         budget.check(f"connecting to {self.describe()}")
-        return {
-            **self._fixed_kwargs,
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.database,
+            "user": self.user,
             "password": password,
+            "sslmode": self.sslmode,
             # libpq counts whole seconds (at least 2); 0 would mean no limit at all.
             "connect_timeout": max(2, math.ceil(budget.cap(CONNECT_TIMEOUT))),
+            "application_name": "provision",
+            **KEEPALIVES,
         }
+        if self.trust_store:
+            kwargs["sslrootcert"] = self.trust_store
+        return kwargs
 
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
