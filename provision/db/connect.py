@@ -274,6 +274,7 @@ _PSQL_ENVIRONMENT = {
     "sslrootcert": "PGSSLROOTCERT",
     "connect_timeout": "PGCONNECT_TIMEOUT",
     "application_name": "PGAPPNAME",
+    "gssencmode": "PGGSSENCMODE",
 }
 
 

@@ -25,6 +25,11 @@ CONNECT_TIMEOUT = 10  # seconds for one connection attempt, within what is left 
 # outlives Azure Load Balancer's default 4-minute idle timeout, after which it drops flows silently
 # (learn.microsoft.com/azure/load-balancer/load-balancer-tcp-reset).
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+# "If GSSAPI encryption is possible, that will be used in preference to SSL encryption, regardless of the
+# value of sslmode" (PostgreSQL's libpq docs, sslmode): on a machine with a Kerberos ticket, a libpq built
+# with GSSAPI (the system's psql, psycopg on the system's libpq) would send the token to a server whose
+# certificate was never checked. Azure's servers offer no GSSAPI encryption: turning it off loses nothing.
+NO_GSSAPI_ENCRYPTION = {"gssencmode": "disable"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class Target:
             # libpq counts whole seconds (at least 2); 0 would mean no limit at all.
             "connect_timeout": max(2, math.ceil(budget.cap(CONNECT_TIMEOUT))),
             "application_name": "provision",
+            **NO_GSSAPI_ENCRYPTION,
             **KEEPALIVES,
         }
         if self.trust_store:

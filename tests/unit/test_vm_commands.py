@@ -548,6 +548,7 @@ def test_psql_environment_is_built_from_the_target(tmp_path: Path) -> None:
         "PGPASSWORD": "tok",
         "PGCONNECT_TIMEOUT": "10",
         "PGAPPNAME": "provision",
+        "PGGSSENCMODE": "disable",
     }
 
 

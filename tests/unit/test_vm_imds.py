@@ -544,6 +544,7 @@ def test_connect_passes_the_token_as_password(fake_imds: FakeImds, recording_con
         "sslrootcert": system_trust_store(),
         "connect_timeout": 10,
         "application_name": "provision",
+        "gssencmode": "disable",
         **KEEPALIVES,
         "autocommit": True,
     }
