@@ -1,27 +1,31 @@
 """A fleet of bindings from one TOML file: `plan` (live state, no state file), `apply` and `destroy`.
 
-The whole file is validated before any request. Then the work runs in phases, each bounded to
-`parallel` requests at once: the machines are read (a typo leaves no orphan identity), the identities
-made, every machine gets all its identities in one PATCH, and the roles are made with one connection
-per server and database, a transaction per role. `destroy` runs the same phases backwards. One
-binding's failure stops only what depends on it, unless `fail_fast`."""
+The whole file is validated before any request. Then each machine goes its way as soon as one of
+`parallel` workers is free: it is read (a typo leaves no orphan identity), its identities are made (each
+once), it gets them all in one PATCH, and its bindings go on to their server, where the roles are made
+with one connection per server and database, a transaction per role, while other machines are still
+being updated. `destroy` runs the same steps backwards, the identities last. One binding's failure
+stops only what depends on it, unless `fail_fast`."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
+import queue
 import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from provision import bind as bind_
 from provision import validate
 from provision.azure import machines
+from provision.azure.arm import Once
 from provision.azure.machines import Machine
 from provision.bind import ROLE_DATABASE, Binding, Databases
 from provision.db.grants import parse_grants
@@ -405,6 +409,13 @@ class _Run:
         with self._lock:
             self._report(outcome)
 
+    def doing(self, outcomes: Iterable[Outcome], what: str) -> None:
+        """What the progress shows for each binding from now on."""
+        if self._progress is not None:
+            with self._lock:
+                for outcome in outcomes:
+                    self._progress.doing(outcome, what)
+
     def _report(self, outcome: Outcome) -> None:
         if id(outcome) not in self._reported and self._progress is not None:
             self._reported.add(id(outcome))
@@ -427,10 +438,8 @@ class _Run:
                         member.skipped = "not run: --fail-fast after an earlier failure"
                         self._report(member)
                 return
-            if doing is not None and self._progress is not None:
-                with self._lock:
-                    for member in members:
-                        self._progress.doing(member, doing)
+            if doing is not None:
+                self.doing(members, doing)
             try:
                 work(key, members)
             except Exception as error:
@@ -495,72 +504,124 @@ def _resolve_servers(arm: Arm, run: _Run) -> None:
     run.each(_grouped(named, lambda o: o.entry.server.key), resolve, "reading the server")
 
 
-def _role_phase(
-    run: _Run, connect: Connect, step: Callable[[Databases, Server, Outcome], Result], finish: bool
-) -> Callable[[Server, list[Outcome]], None]:
-    """The database side of each binding on one server, one after another on its connections; `finish`
-    when it is the binding's last phase."""
+class _ServerWork:
+    """The database side of the bindings, each handed over as soon as its Resource Manager side is done: a
+    worker per server takes them in the order they come, on one connection per database (opened when first
+    needed), a transaction each. `finish` when it is a binding's last step. A context manager: leaving it
+    waits for every binding handed over."""
 
-    def roles(server: Server, members: list[Outcome]) -> None:
-        with _server_databases(connect, server) as databases:
-            for member in members:
-                if run.stopped():
-                    member.skipped = "not run: --fail-fast after an earlier failure"
-                    run.finish(member)
-                    continue
+    def __init__(self, run: _Run, connect: Connect, step: Callable[[Databases, Server, Outcome], Result], finish: bool):
+        self._run, self._connect, self._step, self._finish = run, connect, step, finish
+        self._pool = ThreadPoolExecutor(max_workers=run.parallel, thread_name_prefix="provision-db")
+        self._lock = threading.Lock()
+        self._queues: dict[Server, queue.SimpleQueue[tuple[Outcome, threading.Event] | None]] = {}
+        self._workers: list[Future[None]] = []
+        self._closed = False
+
+    def __enter__(self) -> _ServerWork:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+        for worker in self._workers:
+            worker.result()
+        self._pool.shutdown()
+
+    def close(self) -> None:
+        """No binding comes after this: each worker ends once its queue is empty, making room for the workers
+        of servers beyond `parallel`, which would otherwise wait for the end of the run to start."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                for waiting in self._queues.values():
+                    waiting.put(None)
+
+    def hand_over(self, outcome: Outcome) -> threading.Event:
+        """Queue the binding on its server; the event is set once its database side is done (or failed)."""
+        done = threading.Event()
+        server = outcome.entry.server
+        with self._lock:
+            assert not self._closed, "a binding handed over after close() would never be done"
+            waiting = self._queues.get(server)
+            if waiting is None:
+                waiting = self._queues[server] = queue.SimpleQueue()
+                self._workers.append(self._pool.submit(self._work, server, waiting))
+        waiting.put((outcome, done))
+        return done
+
+    def _work(self, server: Server, waiting: queue.SimpleQueue[tuple[Outcome, threading.Event] | None]) -> None:
+        with _server_databases(self._connect, server) as databases:
+            while (item := waiting.get()) is not None:
+                member, done = item
                 try:
-                    result = step(databases(member.entry.binding.database), server, member)
-                except Exception as error:
-                    run.fail([member], error)
-                    continue
-                member.actions.extend(result.actions)
-                member.warnings.extend(result.warnings)
-                if finish:
-                    run.finish(member)
+                    self._one(databases, server, member)
+                finally:
+                    done.set()
 
-    return roles
+    def _one(self, databases: Callable[[str], Databases], server: Server, member: Outcome) -> None:
+        run = self._run
+        if run.stopped():
+            member.skipped = "not run: --fail-fast after an earlier failure"
+            run.finish(member)
+            return
+        run.doing([member], "role and grants" if self._finish else "revoking and dropping the role")
+        try:
+            result = self._step(databases(member.entry.binding.database), server, member)
+        except Exception as error:
+            run.fail([member], error)
+            return
+        member.actions.extend(result.actions)
+        member.warnings.extend(result.warnings)
+        if self._finish:
+            run.finish(member)
 
 
 def apply(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions) -> Report:
-    """Converge: identities, then attachments (one PATCH per machine), then roles and grants."""
+    """Converge, each machine as soon as a worker is free: read it, make its identities (each once, however
+    many machines it goes to), attach them all with one PATCH, then hand its bindings to their servers for
+    the roles and grants, while other machines are still being updated."""
     run = _Run(manifest, options)
     dry_run = options.dry_run
     _resolve_servers(arm, run)
     msi, compute = arm.identity_client(), arm.compute_client()
-    states: dict[Machine, machines.MachineState] = {}
-
-    def read(machine: Machine, members: list[Outcome]) -> None:
-        states[machine] = machines.read_machine(compute, arm, members[0].entry.binding.machine)
-
-    def identity(_: Any, members: list[Outcome]) -> None:
-        found, action = bind_.ensure_identity(arm, msi, compute, members[0].entry.binding, dry_run)
-        for member in members:
-            member.identity = found
-            member.actions.append(action)
-
-    def attach(machine: Machine, members: list[Outcome]) -> None:
-        ids = tuple(dict.fromkeys(m.identity.id for m in members if m.identity is not None))
-        applied = machines.attach_all(
-            compute, arm, members[0].entry.binding.machine, ids, dry_run, None, states[machine]
-        )
-        for member in members:
-            member.actions.append(applied.action)
+    made: Once[tuple[str, str], tuple[Identity, Action]] = Once()
+    sharing = _grouped(run.outcomes, _identity_key)  # an identity's failure fails every binding that names it
 
     def role(databases: Databases, server: Server, member: Outcome) -> Result:
         assert member.identity is not None
         return bind_.ensure_role(databases, server.flavor, member.entry.binding, member.identity, dry_run)
 
-    run.each(_grouped(run.alive(), _machine_key), read, "reading the machine")
-    run.each(_grouped(run.alive(), _identity_key), identity, "identity")
-    run.each(_grouped(run.alive(), _machine_key), attach, "attaching")
-    by_server = _grouped(run.alive(), lambda o: o.entry.server)
-    run.each(by_server, _role_phase(run, connect, role, finish=True), "role and grants")
+    with _ServerWork(run, connect, role, finish=True) as roles:
+
+        def machine(key: Machine, members: list[Outcome]) -> None:
+            # The machine is read before any identity is made: a typo in its name leaves no orphan identity.
+            state = machines.read_machine(compute, arm, members[0].entry.binding.machine)
+            run.doing(members, "identity")
+            for member in members:
+                create = functools.partial(bind_.ensure_identity, arm, msi, compute, member.entry.binding, dry_run)
+                try:
+                    member.identity, action = made.get(_identity_key(member), create)
+                except Exception as error:
+                    run.fail(sharing[_identity_key(member)], error)
+                    continue
+                member.actions.append(action)
+            alive = [m for m in members if not m.failed]
+            if not alive:
+                return
+            run.doing(alive, "attaching")
+            ids = tuple(dict.fromkeys(m.identity.id for m in alive if m.identity is not None))
+            applied = machines.attach_all(compute, arm, alive[0].entry.binding.machine, ids, dry_run, None, state)
+            for member in alive:
+                member.actions.append(applied.action)
+                roles.hand_over(member)
+
+        run.each(_grouped(run.alive(), _machine_key), machine, "reading the machine")
     return Report(dry_run, run.outcomes)
 
 
 def destroy(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions) -> Report:
-    """Remove what the file declares: grants and roles, then attachments, then the identities provision
-    created (tagged); nothing the file does not name."""
+    """Remove what the file declares: grants and roles, then attachments (a machine as soon as its roles
+    are gone), then the identities provision created (tagged); nothing the file does not name."""
     from provision.azure import identities
 
     run = _Run(manifest, options)
@@ -578,6 +639,12 @@ def destroy(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions)
         return bind_.remove_role(databases, server.flavor, member.entry.binding, member.identity, dry_run)
 
     def detach(_: Machine, members: list[Outcome]) -> None:
+        for member in members:  # its role goes first: detaching leaves the role unable to log in, not gone
+            roles_done[id(member)].wait()
+        members = [m for m in members if not m.failed]
+        if not members:
+            return
+        run.doing(members, "detaching")
         ids = tuple(
             dict.fromkeys(
                 m.identity.id if m.identity else m.entry.binding.identity_id(arm.subscription) for m in members
@@ -600,8 +667,10 @@ def destroy(arm: Arm, connect: Connect, manifest: Manifest, options: RunOptions)
             run.finish(member)
 
     run.each(_grouped(run.alive(), _identity_key), identity, "reading the identity")
-    by_server = _grouped(run.alive(), lambda o: o.entry.server)
-    run.each(by_server, _role_phase(run, connect, role, finish=False), "revoking and dropping the role")
-    run.each(_grouped(run.alive(), _machine_key), detach, "detaching")
+    # Every role is handed over at once; a machine is detached as soon as its bindings' roles are gone.
+    with _ServerWork(run, connect, role, finish=False) as roles:
+        roles_done = {id(outcome): roles.hand_over(outcome) for outcome in run.alive()}
+        roles.close()
+        run.each(_grouped(run.alive(), _machine_key), detach, "waiting for the roles")
     run.each(_grouped(run.alive(), _identity_key), delete)
     return Report(dry_run, run.outcomes)

@@ -9,9 +9,9 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -49,6 +49,43 @@ class _Closeable(Protocol):
 
 
 Closeable = TypeVar("Closeable", bound=_Closeable)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Once(Generic[K, V]):
+    """Each key's value made once, by the first thread to ask; threads asking meanwhile wait for it, and
+    every asker gets the same value, or the same error."""
+
+    @dataclass
+    class _Entry:
+        done: threading.Event = field(default_factory=threading.Event)
+        value: Any = None
+        error: BaseException | None = None
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[K, Once._Entry] = {}
+
+    def get(self, key: K, make: Callable[[], V]) -> V:
+        with self._lock:
+            entry = self._entries.get(key)
+            first = entry is None
+            if entry is None:
+                entry = self._entries[key] = Once._Entry()
+        if first:
+            try:
+                entry.value = make()
+            except BaseException as error:
+                entry.error = error
+                raise
+            finally:
+                entry.done.set()
+        else:
+            entry.done.wait()
+            if entry.error is not None:
+                raise entry.error
+        return entry.value
 
 
 @dataclass(frozen=True)
@@ -63,6 +100,8 @@ class Arm:
     endpoint: str | None = None
     audience: str | None = None  # --arm-audience; None: the cloud's, or what --arm-endpoint declares
     _opened: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, compare=False, repr=False)
+    # A resource group cannot move: its location is read once per command, however many identities go there.
+    _group_locations: Once[str, str] = field(default_factory=Once, compare=False, repr=False)
 
     @classmethod
     def from_options(
@@ -209,11 +248,14 @@ def resource_group_location(compute: ComputeManagementClient, arm: Arm, resource
     """The location of a resource group (where `az identity create` puts an identity by default)."""
     from azure.core.rest import HttpRequest
 
-    path = f"/subscriptions/{arm.subscription}/resourcegroups/{resource_group}"
-    with errors_explained(f"resource group {resource_group}", arm, resource_group):
-        response = compute.send_request(HttpRequest("GET", arm.url(path, RESOURCE_GROUP_API_VERSION)))
-        response.raise_for_status()
-    return str(response.json()["location"])
+    def read() -> str:
+        path = f"/subscriptions/{arm.subscription}/resourcegroups/{resource_group}"
+        with errors_explained(f"resource group {resource_group}", arm, resource_group):
+            response = compute.send_request(HttpRequest("GET", arm.url(path, RESOURCE_GROUP_API_VERSION)))
+            response.raise_for_status()
+        return str(response.json()["location"])
+
+    return arm._group_locations.get(resource_group.lower(), read)
 
 
 def require_location(client: Any, arm: Arm, location: str) -> str:

@@ -85,11 +85,19 @@ def test_apply_converges_and_plan_is_then_in_sync(fleet: Any, tmp_path: Path) ->
     assert {b["status"] for b in report(planned)["bindings"]} == {"would change"}
     assert writes(fleet, mark) == []
 
+    applying = fleet.mark()
     applied = run(fleet, "apply", path)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert report(applied)["summary"] == {"changed": 5}
     patches = [w for w in writes(fleet, mark) if w.startswith("PATCH")]
     assert sorted(p.rsplit("/", 1)[-1] for p in patches) == ["vm-1", "vm-2", "vm-3", "vm-4"]
+    # Five identities made in one resource group: its location is read once.
+    groups = [
+        r
+        for r in fleet.requests(since=applying, service="arm")
+        if r["path"].lower().endswith(f"/resourcegroups/{RG}".lower())
+    ]
+    assert len(groups) == 1
     assert sorted(machine_identities(fleet, "vm-4")[1]) == ["app4-id", "app5-id"]
     assert {f"app{n}" for n in range(1, 6)} <= set(principals(fleet))
     assert applied.stderr.count("\n") >= 5  # a progress line per binding
