@@ -102,6 +102,7 @@ class Arm:
     _opened: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, compare=False, repr=False)
     # A resource group cannot move: its location is read once per command, however many identities go there.
     _group_locations: Once[str, str] = field(default_factory=Once, compare=False, repr=False)
+    polls: PollPace = field(default_factory=lambda: PollPace(), compare=False, repr=False)
 
     @classmethod
     def from_options(
@@ -299,26 +300,54 @@ class BudgetRetryPolicy(RetryPolicy):
         budget.sleep(delay, "waiting to retry a Resource Manager request")
 
 
+class PollPace:
+    """Spaces the polls of every operation a command waits on at least 1/`per_second` s apart. Resource
+    Manager gives a principal 250 reads in hand, refilled at 25 a second (learn.microsoft.com/azure/
+    azure-resource-manager/management/request-limits-and-throttling): a fleet waiting on 25 machine
+    updates, each polled twice a second, would spend them faster than they come back. A lone operation
+    is polled as its schedule says."""
+
+    def __init__(self, per_second: float = 20.0) -> None:
+        self._spacing = 1.0 / per_second
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+
+    def slot(self, wanted: float) -> float:
+        """The time (time.monotonic) a poll wanted at `wanted` may go, kept for it."""
+        with self._lock:
+            self._last = max(wanted, self._last + self._spacing)
+            return self._last
+
+
 class AdaptivePolling(ARMPolling):
     """Polls a long-running operation every 0.5 s for its first 5 s, then every 1, 2 and 5 s as it drags
     on: Compute sends no Retry-After, and the SDK's default 30 s interval turns a typical 4 s identity
     update into 30 s. A Retry-After, when sent, wins, within the command's time budget; when the budget
-    is spent, polling ends with TimedOut (`doing` says what was awaited)."""
+    is spent, polling ends with TimedOut (`doing` says what was awaited). The operations of one command
+    share its `pace` (Arm.polls)."""
 
     # (elapsed seconds from, delay): most identity updates end within a few seconds.
     schedule = ((0.0, 0.5), (5.0, 1.0), (15.0, 2.0), (30.0, 5.0))
 
-    def __init__(self, on_wait: Callable[[float], None] | None = None, doing: str = "polling an operation") -> None:
+    def __init__(
+        self,
+        on_wait: Callable[[float], None] | None = None,
+        doing: str = "polling an operation",
+        pace: PollPace | None = None,
+    ) -> None:
         super().__init__(timeout=self.schedule[0][1])
         self._started = time.monotonic()
         self._on_wait = on_wait
         self._doing = doing
+        self._pace = pace
 
     def _extract_delay(self) -> float:
         delay = _retry_after(self._pipeline_response.http_response.headers) if self._pipeline_response else None
+        now = time.monotonic()
         if delay is None:
-            elapsed = time.monotonic() - self._started
-            delay = next(step for since, step in reversed(self.schedule) if elapsed >= since)
+            delay = next(step for since, step in reversed(self.schedule) if now - self._started >= since)
+        if self._pace is not None:
+            delay = self._pace.slot(now + delay) - now
         budget = deadline.current()
         budget.check(self._doing)
         delay = budget.cap(delay)

@@ -407,7 +407,7 @@ def _patch(
                 body,
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified if etag else None,
-                polling=AdaptivePolling(on_wait, f"waiting for the update of {machine.label} to finish"),
+                polling=AdaptivePolling(on_wait, f"waiting for the update of {machine.label} to finish", arm.polls),
             )
         except ResourceModifiedError:
             raise _PreconditionFailed() from None

@@ -373,7 +373,7 @@ def _await(arm: Arm, resource_group: str, name: str, doing: str, begin: Callable
 
     with errors_explained(_subject(resource_group, name), arm, resource_group, ROLE_TO_CHANGE):
         try:
-            poller = begin(AdaptivePolling(on_wait, f"waiting for {doing} to finish"))
+            poller = begin(AdaptivePolling(on_wait, f"waiting for {doing} to finish", arm.polls))
         except ServiceResponseError as error:
             raise unknown(f"no answer came: {error}") from None
         except Interrupted as interrupted:

@@ -21,7 +21,7 @@ from azure.mgmt.msi.models import Identity
 from azure.mgmt.msi.v2024_11_30.operations import UserAssignedIdentitiesOperations
 from click.testing import CliRunner
 
-from provision.azure.arm import Arm
+from provision.azure.arm import Arm, PollPace
 from provision.cli import cli
 
 SUB = "00000000-1111-2222-3333-444444444444"
@@ -151,6 +151,7 @@ def test_vm_with_system_assigned_only_keeps_it(clients: Clients) -> None:
     }
     kwargs = clients.vms.begin_update.call_args.kwargs
     assert kwargs["etag"] == '"1"' and kwargs["match_condition"] == MatchConditions.IfNotModified
+    assert isinstance(kwargs["polling"]._pace, PollPace)  # the command's pace, shared by its operations
     assert clients.identities.create_or_update.call_args.args[2] == {"location": "westeurope", "tags": {}}
 
 
@@ -237,6 +238,24 @@ def test_polling_is_quick_early_then_backs_off_and_honours_retry_after(monkeypat
     assert delays == [0.5, 0.5, 1.0, 2.0, 5.0]
     response.http_response.headers = {"retry-after": "3"}
     assert polling._extract_delay() == 3.0
+
+
+def test_the_polls_of_a_commands_operations_share_one_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provision.azure.arm import AdaptivePolling
+
+    monkeypatch.setattr("provision.azure.arm.time.monotonic", lambda: 100.0)
+    response = type("R", (), {"http_response": type("H", (), {"headers": {}})()})()
+    pace = PollPace(per_second=20)
+    waiting = [AdaptivePolling(pace=pace) for _ in range(25)]  # a fleet's machine updates, all at once
+    for polling in waiting:
+        polling._pipeline_response = response
+
+    delays = [polling._extract_delay() for polling in waiting]
+
+    assert delays == pytest.approx([0.5 + n * 0.05 for n in range(25)])  # 20 polls a second, not 50
+    lone = AdaptivePolling(pace=PollPace())
+    lone._pipeline_response = response
+    assert lone._extract_delay() == 0.5
 
 
 def test_machine_that_keeps_changing_gives_up_cleanly(clients: Clients) -> None:
