@@ -166,7 +166,9 @@ def delete_identity(
         return Action("noop", target, "does not exist")
     if current.tags.get(identities.CREATED_BY_TAG) != CREATED_BY[identities.CREATED_BY_TAG]:
         return Action("noop", target, f"kept: provision did not create it (no tag {identities.CREATED_BY_TAG})")
-    _, action = identities.delete_identity(msi, arm, binding.resource_group, binding.identity, dry_run, warn, machines)
+    _, action = identities.delete_identity(
+        msi, arm, binding.resource_group, binding.identity, dry_run, warn, machines, current
+    )
     return action
 
 

@@ -163,6 +163,7 @@ def delete_identity(
     dry_run: bool,
     warn: Callable[[str], None],
     machines: Callable[[], Listing] | None = None,
+    current: Identity | None = None,
 ) -> tuple[Identity | None, Action]:
     """Delete the identity. Refused while a VM or scale set uses it for disk encryption (its disks would
     become unreadable); while it is merely attached somewhere it is deleted, as Azure allows, with a warning
@@ -170,9 +171,9 @@ def delete_identity(
     be the point (revoking access at once), but `identity remove` cleans up first.
 
     `machines` gives the subscription's machines when the caller lists them once for many deletes
-    (MachineListing); without it they are listed here."""
+    (MachineListing); without it they are listed here. `current`: the identity as the caller has just read it."""
     subject = _subject(resource_group, name)
-    current = read_identity(msi, arm, resource_group, name)
+    current = current or read_identity(msi, arm, resource_group, name)
     if current is None:
         return None, Action("noop", f"identity {name}", "does not exist")
     users = users_of(current.id, machines() if machines is not None else list_machines(arm.compute_client(), arm))

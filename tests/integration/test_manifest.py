@@ -192,6 +192,9 @@ def test_destroy_lists_the_machines_once_and_still_names_those_keeping_an_identi
     destroyed = run(fleet, "destroy", path)
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     assert sorted(machine_listings(fleet, mark)) == ["virtualMachineScaleSets", "virtualMachines"]
+    # Each identity is read when the run starts and once more right before its delete (its tag may have changed).
+    reads = [r["path"].rsplit("/", 1)[-1] for r in fleet.requests(since=mark, service="arm") if r["method"] == "GET"]
+    assert sorted(name for name in reads if name.endswith("-id")) == sorted(2 * ["app1-id", "app2-id", "app3-id"])
     warnings = [w for binding in report(destroyed)["bindings"] for w in binding.get("warnings", [])]
     assert len(warnings) == 1 and "identity app2-id" in warnings[0] and "VM vm-5" in warnings[0], warnings
     assert fleet.run("identity", "show", "-g", RG, "-n", "app2-id").returncode == 1
