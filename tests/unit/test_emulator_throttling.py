@@ -29,7 +29,7 @@ def buckets(clock: Clock) -> Buckets:
 
 
 def test_azures_limits_are_the_documented_ones() -> None:
-    assert AZURE_LIMITS == {"reads": Limit(250, 25.0), "writes": Limit(200, 10.0), "deletes": Limit(200, 10.0)}
+    assert {"reads": Limit(250, 25.0), "writes": Limit(200, 10.0), "deletes": Limit(200, 10.0)} == AZURE_LIMITS
 
 
 @pytest.mark.parametrize(
