@@ -68,16 +68,16 @@ class Buckets:
 
     def take(self, scope: str, principal: str, kind: str) -> Verdict:
         """Count one request of `kind` (one of OPERATIONS) by `principal` in `scope`."""
-        limit = self.limits[kind]
         with self._lock:
-            now = self._clock()
+            limit, now = self.limits[kind], self._clock()
             level = self._levels.setdefault((scope, principal, kind), _Level(float(limit.bucket), now))
             level.tokens = min(float(limit.bucket), level.tokens + (now - level.at) * limit.refill)
             level.at = now
             if level.tokens >= 1:
                 level.tokens -= 1
                 return Verdict(True, math.floor(level.tokens), 0)
-            return Verdict(False, 0, max(1, math.ceil((1 - level.tokens) / limit.refill)))
+            # Short of a whole token, so at least 1 second.
+            return Verdict(False, 0, math.ceil((1 - level.tokens) / limit.refill))
 
     def configure(self, limits: dict[str, Limit]) -> dict[str, Any]:
         """Set the limits of some operation types; their buckets start again, full at the new size."""
