@@ -170,7 +170,7 @@ class ArmService(Service):
         actor = str(claims["oid"])
         verdict = self.buckets.take(f"{scope}/{scope_id.lower()}", actor, kind)
         # The header of the request's type, on every answer: "...-reads: 249" on a first GET (azure-powershell's
-        # Invoke-AzRestMethod help, recorded 2024-10-29), "...-deletes" on DELETEs (azure-sdk-for-js recordings);
+        # Invoke-AzRestMethod help, recorded 2024-10-29), "...-deletes" on DELETEs (recorded SDK tests);
         # on a 429 too, where Azure's Compute docs tell clients to read it to see whether Resource Manager
         # throttled (learn.microsoft.com/troubleshoot/azure/virtual-machines/troubleshooting-throttling-errors).
         headers[f"x-ms-ratelimit-remaining-{scope}-{kind}"] = str(verdict.remaining)

@@ -36,7 +36,7 @@ def operation(method: str) -> str:
     """The bucket a request draws on. POST counts as a write: an `az container exec` (a POST) was answered with
     x-ms-ratelimit-remaining-subscription-writes 199 (measured in a published project log, 2026), and the
     docs' Compute page reads the writes header on every non-GET request; DELETE answers carry the deletes
-    header instead (azure-sdk-for-js and azure-cli recordings)."""
+    header instead (recorded SDK tests, 2021)."""
     method = method.upper()
     if method in ("GET", "HEAD"):
         return "reads"
