@@ -17,7 +17,8 @@ Routes (names and fixed segments are case-insensitive, as in Azure):
   GET                 /subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}
   GET                 .../{VM or scale set}/providers/Microsoft.ManagedIdentity/identities/default
   Microsoft.DBforPostgreSQL/flexibleServers: see provision.emulator.arm.postgresql
-Every request is authorized first, as Resource Manager does (provision.emulator.directory).
+Every request is counted against the caller's request limits (provision.emulator.arm.throttling), then
+authorized, as Resource Manager does (provision.emulator.directory).
 Admin routes for tests, no token needed, not recorded: see `ADMIN_HELP`.
 """
 
@@ -35,6 +36,7 @@ from provision.emulator.arm.compute import MACHINE_KINDS, VIRTUAL_MACHINES
 from provision.emulator.arm.msi import CREDENTIALS_SEGMENT
 from provision.emulator.arm.postgresql import PROVIDER as POSTGRES_PROVIDER
 from provision.emulator.arm.postgresql import FlexibleServers
+from provision.emulator.arm.throttling import Buckets, operation, parse_limits
 from provision.emulator.arm.world import World
 from provision.emulator.directory import Directory
 from provision.emulator.entra import Entra
@@ -56,8 +58,9 @@ ADMIN_HELP = {
     "GET /_emulator/faults": "the active faults with the count each has left",
     "POST /_emulator/faults": "add a fault: {kind, service, method, path, count, seconds, retry_after, identity}",
     "DELETE /_emulator/faults": "remove every fault",
-    "GET /_emulator/settings": "operation_seconds, token_lifetime, imds_identity_delay",
-    "PATCH /_emulator/settings": "change operation_seconds, token_lifetime and/or imds_identity_delay",
+    "GET /_emulator/settings": "operation_seconds, token_lifetime, imds_identity_delay, rateLimits",
+    "PATCH /_emulator/settings": "change operation_seconds, token_lifetime, imds_identity_delay and/or rateLimits"
+    ' ({"reads"|"writes"|"deletes": {"bucket", "refill"}}: those buckets start again full; reset restores Azure\'s)',
     "GET /_emulator/requests?since=N&limit=M": "recorded requests from number N on (at most M), and the next mark",
     "GET /_emulator/role-assignments": "every role assignment: {principal (object id), role, scope}",
     "POST /_emulator/role-assignments": "grant: {principal, role, scope} (a built-in role; reset restores the seed's)",
@@ -92,14 +95,21 @@ class ArmService(Service):
         self.authority, self.world, self.faults, self.log, self.flexible = authority, world, faults, log, flexible
         self.entra = entra
         self.directory = Directory()
+        self.buckets = Buckets()
         world.on_reset(self.directory.reset)
+        world.on_reset(self.buckets.reset)
 
     def handle(self, request: Request, fault: Fault | None) -> Reply:
         headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
         if request.method == "GET" and request.path.rstrip("/").lower() == "/metadata/endpoints":
             return Reply(200, _cloud_metadata(f"https://{request.headers.get('Host')}"), headers)
         try:
-            caller = self._authenticate(request)
+            claims = self._authenticate(request)
+            refused = self._count(request, claims, headers)
+            if refused is not None:
+                refused.headers.update(headers)
+                return refused
+            caller = str(claims["oid"])
             self.directory.authorize(caller, request.method, request.path, json_or_text(request.body))
             if "api-version" not in request.query:
                 raise ArmError(
@@ -119,8 +129,8 @@ class ArmService(Service):
         reply.headers.update(headers)
         return reply
 
-    def _authenticate(self, request: Request) -> str:
-        """The caller's object id, from a valid bearer token; else Azure's 401."""
+    def _authenticate(self, request: Request) -> dict[str, Any]:
+        """The claims of a valid bearer token; else Azure's 401."""
         value = request.headers.get("Authorization")
         if not value:
             raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
@@ -132,7 +142,7 @@ class ArmService(Service):
                 "Authentication failed. The 'Authorization' header is provided in an invalid format.",
             )
         try:
-            return str(self.authority.verify_token(token.strip(), ARM_AUDIENCES)["oid"])
+            return self.authority.verify_token(token.strip(), ARM_AUDIENCES)
         except TokenRejected as rejected:
             if rejected.reason == "expired":
                 raise ArmError(401, "ExpiredAuthenticationToken", "The access token has expired.") from None
@@ -145,6 +155,36 @@ class ArmService(Service):
                     f" exactly match with one of the allowed audiences {', '.join(repr(a) for a in ARM_AUDIENCES)}.",
                 ) from None
             raise ArmError(401, "InvalidAuthenticationToken", f"The access token is invalid: {rejected}.") from None
+
+    def _count(self, request: Request, claims: dict[str, Any], headers: dict[str, str]) -> Reply | None:
+        """Take a token from the caller's bucket (the principal is the token's oid; the scope the subscription in
+        the path, else the tenant) and add the header Azure reports what is left in; Azure's 429 when empty."""
+        segments = [s for s in request.path.split("/") if s]
+        if len(segments) >= 2 and segments[0].lower() == "subscriptions":
+            scope, scope_id, code = "subscription", segments[1], "SubscriptionRequestsThrottled"
+        else:
+            # No recorded tenant-level answer was found: the code is the one Azure clients list beside
+            # SubscriptionRequestsThrottled, the wording the subscription's.
+            scope, scope_id, code = "tenant", str(claims.get("tid", seed.TENANT_ID)), "TenantRequestsThrottled"
+        kind = operation(request.method)
+        actor = str(claims["oid"])
+        verdict = self.buckets.take(f"{scope}/{scope_id.lower()}", actor, kind)
+        # The header of the request's type, on every answer: "...-reads: 249" on a first GET (azure-powershell's
+        # Invoke-AzRestMethod help, recorded 2024-10-29), "...-deletes" on DELETEs (recorded SDK tests);
+        # on a 429 too, where Azure's Compute docs tell clients to read it to see whether Resource Manager
+        # throttled (learn.microsoft.com/troubleshoot/azure/virtual-machines/troubleshooting-throttling-errors).
+        headers[f"x-ms-ratelimit-remaining-{scope}-{kind}"] = str(verdict.remaining)
+        if verdict.allowed:
+            return None
+        # The shape of a recorded answer (velero-io/velero#9171).
+        error = ArmError(
+            429,
+            code,
+            f"Number of '{kind.removesuffix('s')}' requests for {scope} '{scope_id}' actor '{actor}' exceeded."
+            f" Please try again after '{verdict.retry_after}' seconds after additional tokens are available."
+            " Refer to https://aka.ms/arm-throttling for additional information.",
+        )
+        return Reply(429, error.body(), {"Retry-After": str(verdict.retry_after)})
 
     def _route(self, request: Request, fault: Fault | None) -> Reply:
         segments = [s for s in request.path.split("/") if s]
@@ -329,9 +369,9 @@ class ArmService(Service):
             if route == ("DELETE", "/_emulator/faults"):
                 return Reply(200, {"cleared": self.faults.clear()})
             if route == ("GET", "/_emulator/settings"):
-                return Reply(200, self.world.configure())
+                return Reply(200, {**self.world.configure(), "rateLimits": self.buckets.settings()})
             if route == ("PATCH", "/_emulator/settings"):
-                return Reply(200, self.world.configure(**_settings(request.json())))
+                return Reply(200, self._configure(request.json()))
             if route == ("GET", "/_emulator/role-assignments"):
                 return Reply(200, {"assignments": self.directory.assignments()})
             if route == ("POST", "/_emulator/role-assignments"):
@@ -357,6 +397,16 @@ class ArmService(Service):
         message = f"no admin route {request.method} {request.path}; the routes are: " + "; ".join(ADMIN_HELP)
         return Reply(404, ArmError(404, "NoSuchAdminRoute", message).body())
 
+    def _configure(self, body: Any) -> dict[str, Any]:
+        """Every setting checked before any is changed."""
+        if isinstance(body, dict) and "rateLimits" in body:
+            body = dict(body)
+            limits = parse_limits(body.pop("rateLimits"), self.buckets.limits)
+        else:
+            limits = {}
+        settings = _settings(body)
+        return {**self.world.configure(**settings), "rateLimits": self.buckets.configure(limits)}
+
     def _machine_as_held(self, query: dict[str, str]) -> Reply:
         missing = [name for name in ("kind", "group", "name") if not query.get(name)]
         if missing:
@@ -380,7 +430,8 @@ class ArmService(Service):
 def _settings(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict) or not set(body) <= {"operation_seconds", "token_lifetime", "imds_identity_delay"}:
         raise ValueError(
-            "settings are operation_seconds (>= 0), token_lifetime (> 0 seconds) and imds_identity_delay (>= 0)"
+            "settings are operation_seconds (>= 0), token_lifetime (> 0 seconds), imds_identity_delay (>= 0)"
+            " and rateLimits"
         )
     settings: dict[str, Any] = {}
     if "imds_identity_delay" in body:
