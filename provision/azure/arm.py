@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -301,30 +302,51 @@ class BudgetRetryPolicy(RetryPolicy):
 
 
 class PollPace:
-    """Spaces the polls of every operation a command waits on at least 1/`per_second` s apart. Resource
-    Manager gives a principal 250 reads in hand, refilled at 25 a second (learn.microsoft.com/azure/
-    azure-resource-manager/management/request-limits-and-throttling): a fleet waiting on 25 machine
-    updates, each polled twice a second, would spend them faster than they come back. A lone operation
-    is polled as its schedule says."""
+    """What the operations of one command share while they are awaited:
+
+    - their polls, spaced at least 1/`per_second` s apart. Resource Manager gives a principal 250 reads
+      in hand, refilled at 25 a second (learn.microsoft.com/azure/azure-resource-manager/management/
+      request-limits-and-throttling): a fleet waiting on 25 machine updates, each polled twice a second,
+      would spend them faster than they come back, and the next command would be throttled;
+    - the shortest time one of them took: updates of one kind take about as long as each other, so an
+      operation started later is first polled at TYPICAL_SHARE of it, not every 0.5 s from its start.
+
+    A lone operation is polled as its schedule says."""
+
+    TYPICAL_SHARE = 0.8
 
     def __init__(self, per_second: float = 20.0) -> None:
         self._spacing = 1.0 / per_second
         self._lock = threading.Lock()
-        self._last = float("-inf")
+        self._taken: set[int] = set()  # the slots (time.monotonic() / spacing, rounded up) kept for a poll
+        self.shortest: float | None = None  # seconds, from the start of an operation to its end being seen
 
-    def slot(self, wanted: float) -> float:
-        """The time (time.monotonic) a poll wanted at `wanted` may go, kept for it."""
+    def delay(self, now: float, wanted: float) -> float:
+        """The delay from `now` of the first free slot at least `wanted` seconds away, kept for the poll."""
         with self._lock:
-            self._last = max(wanted, self._last + self._spacing)
-            return self._last
+            self._taken = {taken for taken in self._taken if taken * self._spacing >= now}
+            slot = math.ceil((now + wanted) / self._spacing)
+            while slot in self._taken:
+                slot += 1
+            self._taken.add(slot)
+            return slot * self._spacing - now
+
+    def earliest(self, age: float) -> float:
+        """Seconds an operation `age` seconds old waits at least before its next poll."""
+        return 0.0 if self.shortest is None else max(0.0, self.TYPICAL_SHARE * self.shortest - age)
+
+    def ended(self, took: float) -> None:
+        with self._lock:
+            self.shortest = took if self.shortest is None else min(self.shortest, took)
 
 
 class AdaptivePolling(ARMPolling):
     """Polls a long-running operation every 0.5 s for its first 5 s, then every 1, 2 and 5 s as it drags
     on: Compute sends no Retry-After, and the SDK's default 30 s interval turns a typical 4 s identity
-    update into 30 s. A Retry-After, when sent, wins, within the command's time budget; when the budget
-    is spent, polling ends with TimedOut (`doing` says what was awaited). The operations of one command
-    share its `pace` (Arm.polls)."""
+    update into 30 s. The first poll waits as the others do (azure-core's would go at once, to learn what
+    the answer to the write already said: still running). A Retry-After, when sent, wins, within the
+    command's time budget; when the budget is spent, polling ends with TimedOut (`doing` says what was
+    awaited). The operations of one command share its `pace` (Arm.polls)."""
 
     # (elapsed seconds from, delay): most identity updates end within a few seconds.
     schedule = ((0.0, 0.5), (5.0, 1.0), (15.0, 2.0), (30.0, 5.0))
@@ -340,6 +362,15 @@ class AdaptivePolling(ARMPolling):
         self._on_wait = on_wait
         self._doing = doing
         self._pace = pace
+        self._polled = False
+
+    def update_status(self) -> None:
+        if not self._polled:
+            self._polled = True
+            self._sleep(self._extract_delay())
+        super().update_status()
+        if self._pace is not None and self.finished():
+            self._pace.ended(time.monotonic() - self._started)
 
     def _extract_delay(self) -> float:
         delay = _retry_after(self._pipeline_response.http_response.headers) if self._pipeline_response else None
@@ -347,7 +378,7 @@ class AdaptivePolling(ARMPolling):
         if delay is None:
             delay = next(step for since, step in reversed(self.schedule) if now - self._started >= since)
         if self._pace is not None:
-            delay = self._pace.slot(now + delay) - now
+            delay = self._pace.delay(now, max(delay, self._pace.earliest(now - self._started)))
         budget = deadline.current()
         budget.check(self._doing)
         delay = budget.cap(delay)

@@ -256,6 +256,45 @@ def test_the_polls_of_a_commands_operations_share_one_pace(monkeypatch: pytest.M
     lone = AdaptivePolling(pace=PollPace())
     lone._pipeline_response = response
     assert lone._extract_delay() == 0.5
+    later = PollPace()
+    assert later.delay(100.0, 3.2) == pytest.approx(3.2)
+    assert later.delay(100.0, 0.5) == pytest.approx(0.5)  # a slot kept far ahead holds up no earlier poll
+
+
+def test_an_operation_of_a_command_is_first_polled_when_the_shortest_one_before_it_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from provision.azure.arm import AdaptivePolling
+
+    monkeypatch.setattr("provision.azure.arm.time.monotonic", lambda: 100.0)
+    response = type("R", (), {"http_response": type("H", (), {"headers": {}})()})()
+    pace = PollPace()
+    pace.ended(6.0)
+    pace.ended(4.0)  # the shortest so far
+    later = AdaptivePolling(pace=pace)
+    later._pipeline_response = response
+
+    assert later._extract_delay() == pytest.approx(0.8 * 4.0)  # not 0.5: it would not be done yet
+
+
+def test_the_first_poll_waits_as_the_others_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+    from provision.azure.arm import AdaptivePolling
+
+    asked: list[str] = []
+    monkeypatch.setattr(ARMPolling, "update_status", lambda self: asked.append("status"))
+    monkeypatch.setattr(ARMPolling, "finished", lambda self: False)
+    polling = AdaptivePolling(pace=PollPace())
+    polling._pipeline_response = type("R", (), {"http_response": type("H", (), {"headers": {}})()})()
+    slept: list[float] = []
+    monkeypatch.setattr(polling, "_sleep", slept.append)
+
+    polling.update_status()  # azure-core asks for the first status right after the write's answer
+    polling.update_status()  # later ones come after its own delay (AdaptivePolling._extract_delay)
+
+    assert asked == ["status", "status"]
+    assert len(slept) == 1 and 0.45 < slept[0] < 0.56  # the schedule's 0.5 s, on the pace's next slot
 
 
 def test_machine_that_keeps_changing_gives_up_cleanly(clients: Clients) -> None:
