@@ -4,10 +4,10 @@ to do."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -318,18 +318,22 @@ class PollPace:
     def __init__(self, per_second: float = 20.0) -> None:
         self._spacing = 1.0 / per_second
         self._lock = threading.Lock()
-        self._taken: set[int] = set()  # the slots (time.monotonic() / spacing, rounded up) kept for a poll
+        self._taken: list[float] = []  # the times (time.monotonic) kept for a poll, in order
         self.shortest: float | None = None  # seconds, from the start of an operation to its end being seen
 
     def delay(self, now: float, wanted: float) -> float:
-        """The delay from `now` of the first free slot at least `wanted` seconds away, kept for the poll."""
+        """The delay from `now` of the first time, at least `wanted` seconds away, that is `spacing` from every
+        time kept for another poll; kept for this one."""
         with self._lock:
-            self._taken = {taken for taken in self._taken if taken * self._spacing >= now}
-            slot = math.ceil((now + wanted) / self._spacing)
-            while slot in self._taken:
-                slot += 1
-            self._taken.add(slot)
-            return slot * self._spacing - now
+            self._taken = [taken for taken in self._taken if taken > now - self._spacing]
+            at = now + wanted
+            for taken in self._taken:
+                if taken >= at + self._spacing:
+                    break
+                if taken > at - self._spacing:
+                    at = taken + self._spacing
+            bisect.insort(self._taken, at)
+            return at - now
 
     def earliest(self, age: float) -> float:
         """Seconds an operation `age` seconds old waits at least before its next poll."""

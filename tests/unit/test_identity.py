@@ -259,6 +259,7 @@ def test_the_polls_of_a_commands_operations_share_one_pace(monkeypatch: pytest.M
     later = PollPace()
     assert later.delay(100.0, 3.2) == pytest.approx(3.2)
     assert later.delay(100.0, 0.5) == pytest.approx(0.5)  # a slot kept far ahead holds up no earlier poll
+    assert later.delay(100.0, 3.22) == pytest.approx(3.25)  # nor gets a twin
 
 
 def test_an_operation_of_a_command_is_first_polled_when_the_shortest_one_before_it_ended(
@@ -294,7 +295,7 @@ def test_the_first_poll_waits_as_the_others_do(monkeypatch: pytest.MonkeyPatch) 
     polling.update_status()  # later ones come after its own delay (AdaptivePolling._extract_delay)
 
     assert asked == ["status", "status"]
-    assert len(slept) == 1 and 0.45 < slept[0] < 0.56  # the schedule's 0.5 s, on the pace's next slot
+    assert len(slept) == 1 and 0.45 < slept[0] <= 0.5
 
 
 def test_machine_that_keeps_changing_gives_up_cleanly(clients: Clients) -> None:
