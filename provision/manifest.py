@@ -371,7 +371,7 @@ class Progress(Protocol):
 @dataclass(frozen=True)
 class RunOptions:
     dry_run: bool
-    parallel: int  # requests in flight at once
+    parallel: int  # machines (and servers) worked on at once
     fail_fast: bool = False  # start nothing new once a binding has failed
     progress: Progress | None = None
 

@@ -37,7 +37,7 @@ def _manifest_options(function: F) -> F:
         default=DEFAULT_PARALLEL,
         show_default=True,
         metavar="N",
-        help="Requests in flight at once (identities, machine updates, servers).",
+        help="Machines worked on at once (their identities, update and its wait), and servers.",
     )(function)
     return click.option("-f", "--file", "path", required=True, metavar="MANIFEST.toml", help="The bindings, in TOML.")(
         function
@@ -177,8 +177,9 @@ def plan(settings: Settings, path: str, parallel: int, fail_fast: bool) -> None:
 @_manifest_options
 @pass_settings
 def apply(settings: Settings, path: str, parallel: int, fail_fast: bool) -> None:
-    """Make every binding of the file so: identities, then attachments (one PATCH per machine), then
-    roles and grants (one connection per server, a transaction per role).
+    """Make every binding of the file so. Each machine, as soon as a worker is free: its identities,
+    then their attachment (one PATCH per machine), then its roles and grants (one connection per
+    server, a transaction per role), while other machines are still being updated.
 
     \b
     [defaults]
@@ -202,5 +203,6 @@ def apply(settings: Settings, path: str, parallel: int, fail_fast: bool) -> None
 @pass_settings
 def destroy(settings: Settings, path: str, parallel: int, fail_fast: bool) -> None:
     """Remove what the file declares and nothing else: revoke its grants, drop its roles, detach its
-    identities, and delete those provision created (tag provision:created-by=provision)."""
+    identities (a machine as soon as its roles are gone), and delete those provision created (tag
+    provision:created-by=provision)."""
     _run(settings, path, parallel, fail_fast, destroy=True, dry_run=settings.dry_run)
