@@ -309,11 +309,14 @@ class PollPace:
       request-limits-and-throttling): a fleet waiting on 25 machine updates, each polled twice a second,
       would spend them faster than they come back, and the next command would be throttled;
     - the shortest time one of them took: updates of one kind take about as long as each other, so an
-      operation started later is first polled at TYPICAL_SHARE of it, not every 0.5 s from its start.
+      operation started later is first polled at TYPICAL_SHARE of it, not every 0.5 s from its start;
+      at most MOST_SKIPPED seconds of polls are skipped, so a quick update after a slow one of another
+      kind (a VM's after a scale set's) is seen at most that late.
 
     A lone operation is polled as its schedule says."""
 
     TYPICAL_SHARE = 0.8
+    MOST_SKIPPED = 5.0
 
     def __init__(self, per_second: float = 20.0) -> None:
         self._spacing = 1.0 / per_second
@@ -337,7 +340,9 @@ class PollPace:
 
     def earliest(self, age: float) -> float:
         """Seconds an operation `age` seconds old waits at least before its next poll."""
-        return 0.0 if self.shortest is None else max(0.0, self.TYPICAL_SHARE * self.shortest - age)
+        if self.shortest is None:
+            return 0.0
+        return max(0.0, min(self.TYPICAL_SHARE * self.shortest, self.MOST_SKIPPED) - age)
 
     def ended(self, took: float) -> None:
         with self._lock:

@@ -276,6 +276,9 @@ def test_an_operation_of_a_command_is_first_polled_when_the_shortest_one_before_
     later._pipeline_response = response
 
     assert later._extract_delay() == pytest.approx(0.8 * 4.0)  # not 0.5: it would not be done yet
+    after_a_slow_one = PollPace()
+    after_a_slow_one.ended(60.0)  # a scale set's update, say: a VM's may still be quick
+    assert after_a_slow_one.earliest(0.0) == 5.0
 
 
 def test_the_first_poll_waits_as_the_others_do(monkeypatch: pytest.MonkeyPatch) -> None:
