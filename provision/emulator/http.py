@@ -332,6 +332,10 @@ class EmulatorServer(ThreadingHTTPServer):
     so that a slow client cannot hold up the others."""
 
     daemon_threads = True
+    # socketserver keeps 5 connections waiting to be accepted: in a burst (100 clients at once) the kernel
+    # drops the rest's handshakes, and they hang in TCP retransmissions for minutes, which no Azure
+    # endpoint does. As many as the database listeners keep.
+    request_queue_size = 512
 
     def __init__(
         self,

@@ -303,3 +303,38 @@ def test_the_updating_fault_is_for_the_metadata_service_only(fresh_emulator):
     with pytest.raises(AssertionError, match="InvalidFault"):
         fresh_emulator.fault("updating", service="arm")
     assert fresh_emulator.faults() == []
+
+
+def test_a_burst_of_clients_is_served_at_once_not_left_in_tcp_retransmissions(env) -> None:
+    # 100 tasks asking at the same moment (azure-postgresql-auth's async connections each do): every
+    # connection is accepted and answered; with socketserver's 5 waiting connections, the kernel dropped
+    # the rest's handshakes and they hung for minutes.
+    import selectors
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(env["AZURE_POD_IDENTITY_AUTHORITY_HOST"])
+    request = b"GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=x HTTP/1.1\r\nHost: x\r\n\r\n"
+    clients = [socket.socket() for _ in range(200)]
+    for client in clients:
+        client.setblocking(False)
+        client.connect_ex((address.hostname, address.port))
+    waiting = selectors.DefaultSelector()
+    for client in clients:
+        waiting.register(client, selectors.EVENT_WRITE)
+    answered: set[socket.socket] = set()
+    deadline = time.monotonic() + 10  # answered in milliseconds, or stuck for minutes
+    while len(answered) < len(clients) and time.monotonic() < deadline:
+        for key, events in waiting.select(timeout=1):
+            client = key.fileobj
+            assert isinstance(client, socket.socket)
+            if events & selectors.EVENT_WRITE:
+                client.sendall(request)
+                waiting.modify(client, selectors.EVENT_READ)
+            elif client.recv(64).startswith(b"HTTP/1."):
+                answered.add(client)
+                waiting.unregister(client)
+    for client in clients:
+        client.close()
+
+    assert len(answered) == len(clients)
