@@ -27,8 +27,10 @@ from provision.emulator.stack import AZ_CLOUD_NAME  # noqa: E402
 
 PYTHON = sys.executable
 PROVISION = str(Path(PYTHON).parent / "provision")
-# azure-postgresql-auth in its own virtual environment (the Makefile's AZPGAUTH), to compare with.
+# azure-postgresql-auth in its own virtual environment (the Makefile's AZPGAUTH), to compare with provision
+# installed as users install it, from its wheel, in one of its own (BENCH_VENV).
 AZPGAUTH_PYTHON = str(ROOT / ".cache" / "venv-azpgauth" / "bin" / "python")
+PROVISION_PYTHON = str(ROOT / ".cache" / "venv-bench" / "bin" / "python")
 RG = seed.RESOURCE_GROUP
 rows: list[tuple[str, str, str, str]] = []
 
@@ -205,18 +207,16 @@ def bench_library(emulator: EmulatorProcess) -> None:
         created["principalId"],
     )
     host, port, client_id = flex[1], flex[3], created["clientId"]
+    for python in (PROVISION_PYTHON, AZPGAUTH_PYTHON):
+        if not Path(python).exists():
+            record("the libraries side by side: not measured", f"{python} is missing (make bench creates it)")
+            return
     scripts = {
-        ("provision", "sequential"): (PYTHON, PROVISION_SEQUENTIAL),
+        ("provision", "sequential"): (PROVISION_PYTHON, PROVISION_SEQUENTIAL),
         ("azure-postgresql-auth 1.1.0", "sequential"): (AZPGAUTH_PYTHON, AZPGAUTH_SEQUENTIAL),
-        ("provision", "concurrent async"): (PYTHON, PROVISION_CONCURRENT),
+        ("provision", "concurrent async"): (PROVISION_PYTHON, PROVISION_CONCURRENT),
         ("azure-postgresql-auth 1.1.0", "concurrent async"): (AZPGAUTH_PYTHON, AZPGAUTH_CONCURRENT),
     }
-    if not Path(AZPGAUTH_PYTHON).exists():
-        record("azure-postgresql-auth 1.1.0: not measured", f"{AZPGAUTH_PYTHON} is missing (make bench creates it)")
-        scripts = {key: script for key, script in scripts.items() if script[0] == PYTHON}
-    # A wheel is installed byte-compiled, as azure-postgresql-auth is here; an editable install run under
-    # PYTHONDONTWRITEBYTECODE would compile provision's sources again in every process timed.
-    subprocess.run([PYTHON, "-m", "compileall", "-q", str(ROOT / "provision")], check=True)
     # The machine's load varies from second to second: the libraries take turns, round after round.
     seconds: dict[tuple[str, str], list[float]] = {key: [] for key in scripts}
     cpu: dict[tuple[str, str], list[float]] = {key: [] for key in scripts}
@@ -227,6 +227,7 @@ def bench_library(emulator: EmulatorProcess) -> None:
             done = subprocess.run(
                 [python, "-c", code, host, port, client_id, emulator.env["PGSSLROOTCERT"]],
                 env={**os.environ, **emulator.env},
+                cwd=tempfile.gettempdir(),  # not the source tree, which `python -c` would import provision from
                 capture_output=True,
                 text=True,
             )
