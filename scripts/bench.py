@@ -245,16 +245,22 @@ def bench_library(emulator: EmulatorProcess) -> None:
             "1",
             most == 1,
         )
+    # Each round's two processes ran one after the other, under the same load: their ratio is compared, round
+    # by round, and the median of the rounds' ratios judged (the machine's load drifts between rounds).
     for kind in ("sequential", "concurrent async"):
         ours, theirs = ("provision", kind), ("azure-postgresql-auth 1.1.0", kind)
-        if theirs in seconds:
-            ratio = statistics.median(seconds[ours]) / statistics.median(seconds[theirs])
-            record(f"provision / azure-postgresql-auth, 100 {kind} connects", f"{ratio:.2f}", "<= 1.00", ratio <= 1)
-            cpu_ratio = statistics.median(cpu[ours]) / statistics.median(cpu[theirs])
-            record(f"the same, process CPU of 100 {kind} connects", f"{cpu_ratio:.2f}", "<= 1.00", cpu_ratio <= 1)
+        for what, figures in (("wall time", seconds), ("process CPU", cpu)):
+            ratios = sorted(a / b for a, b in zip(figures[ours], figures[theirs], strict=True))
+            ratio = statistics.median(ratios)
+            record(
+                f"provision / azure-postgresql-auth, 100 {kind} connects, {what} (median of the rounds' ratios)",
+                f"{ratio:.2f} (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})",
+                "<= 1.00",
+                ratio <= 1,
+            )
 
 
-LIBRARY_ROUNDS = 5
+LIBRARY_ROUNDS = 9
 
 
 # Each script times the whole of what a process pays for its connections: importing the library (its
