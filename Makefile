@@ -64,12 +64,18 @@ lint: install ## ruff and mypy
 
 # provision as users install it (from its wheel, in a virtual environment of its own, as azure-postgresql-auth
 # is) for the side by side of the libraries: the development install's editable finder costs each process.
+# Its dependencies are installed when pyproject.toml changes; provision itself, from the tree, at every bench.
 BENCH_VENV := .cache/venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.dependencies
 
-bench: install az azpgauth ## Measure speed targets against the local Azure stack
+$(BENCH_STAMP): pyproject.toml
+	rm -rf $(BENCH_VENV)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check .
+	@touch $@
+
+bench: install az azpgauth $(BENCH_STAMP) ## Measure speed targets against the local Azure stack
 	@scripts/require-postgres
-	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	@$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check .
 	@$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --force-reinstall .
 	@scripts/isolated $(BIN)/python scripts/bench.py
 
